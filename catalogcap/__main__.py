@@ -1,0 +1,3 @@
+from catalogcap.cli import main
+
+main()

@@ -1,0 +1,72 @@
+"""The `catalogcap` command line: a click group; each command group lives in its own module.
+
+Exit codes: 0 success, 1 an error the user can fix (one message on stderr, no
+traceback), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from catalogcap.cli.app import App
+from catalogcap.errors import CatalogcapError
+
+COMMAND_MODULES = ("setup", "scan", "captions", "status")
+
+
+def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE (e.g. generation.alt_text.num_beams=1)",
+                                     param_hint="--set")
+        parsed[key.strip()] = value
+    return parsed
+
+
+class CatalogcapGroup(click.Group):
+    """Turns user-fixable errors into one line on stderr and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CatalogcapError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=CatalogcapGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--home", type=click.Path(file_okay=False), help="Data folder (default: $CATALOGCAP_HOME).")
+@click.option("--model", help="BLIP model: hub id or local folder (default: $CATALOGCAP_MODEL).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Where the model runs.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), help="Model precision.")
+@click.option("--batch-size", type=int, help="Images per model call.")
+@click.option("--database-url", help="SQLAlchemy URL of the store (default: SQLite in home).")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--set", "set_", multiple=True, metavar="KEY=VALUE", help="Any setting by dotted name; repeatable.")
+@click.version_option(package_name="catalogcap")
+@click.pass_context
+def cli(ctx: click.Context, home, model, device, dtype, batch_size, database_url, log_level, set_) -> None:
+    """catalogcap: alt text and product descriptions for image catalogs, improving nightly from reviews."""
+    overrides: dict[str, Any] = _parse_set(set_)
+    options = dict(home=home, model=model, device=device, dtype=dtype, batch_size=batch_size,
+                   database_url=database_url, log_level=log_level.upper() if log_level else None)
+    overrides.update({key: value for key, value in options.items() if value is not None})
+    ctx.obj = App(overrides)
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"catalogcap.cli.{_name}").register(cli)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="catalogcap")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

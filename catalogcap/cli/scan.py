@@ -1,0 +1,145 @@
+"""`catalogcap scan` (register and caption folders) and `catalogcap caption` (no database)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from catalogcap.cli.app import App, pass_app
+from catalogcap.errors import CatalogcapError
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(scan)
+    cli.add_command(caption)
+
+
+def _progress(app: App, enabled: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=app.err, disable=not enabled, transient=True)
+
+
+@click.command()
+@click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object instead of tables.")
+@click.option("--no-caption", is_flag=True, help="Only register and queue; leave captioning to `watch`.")
+@pass_app
+def scan(app: App, folders: tuple[Path, ...], as_json: bool, no_caption: bool) -> None:
+    """Register new and changed images under FOLDERS (recursively) and caption them.
+
+    Idempotent: unchanged files are skipped by size and mtime, moved or duplicated bytes
+    are not captioned again, changed bytes are."""
+    from catalogcap.intake import scan as scan_folders
+    from catalogcap.store.queue import recover_stale, runnable_count
+    from catalogcap.store.database import read_session
+    from catalogcap.worker import Worker
+
+    settings, engine = app.settings, app.engine
+    recover_stale(engine)
+    show = not as_json and app.err.is_terminal
+    with _progress(app, show) as progress:
+        task = progress.add_task("registering", total=None)
+        report = scan_folders(engine, folders, settings, progress=lambda item: progress.advance(task))
+        progress.update(task, total=report.found, completed=report.found)
+        captioned = 0
+        rejections = list(report.rejections)
+        if not no_caption:
+            with read_session(engine) as session:
+                queued = runnable_count(session)
+            if queued:
+                task = progress.add_task("captioning", total=queued)
+                worker = Worker(engine, settings)
+                try:
+                    total = worker.drain(progress=lambda b: progress.advance(task, b.captioned + b.failed))
+                finally:
+                    worker.close()
+                captioned = total.captioned
+                rejections += total.rejections
+    summary = {
+        "found": report.found,
+        "new": report.outcomes["new"] + report.outcomes["changed"],
+        "unchanged": report.outcomes["unchanged"],
+        "moved": report.outcomes["moved"],
+        "duplicates": report.outcomes["duplicate"],
+        "changed": report.outcomes["changed"],
+        "missing": report.missing,
+        "captioned": captioned,
+        "rejected": len(rejections),
+        "rejections": rejections,
+    }
+    if as_json:
+        app.json(summary)
+        return
+    table = Table(title="scan", show_header=False)
+    for key in ("found", "new", "changed", "unchanged", "moved", "duplicates", "missing", "captioned",
+                "rejected"):
+        table.add_row(key, str(summary[key]))
+    app.console.print(table)
+    if rejections:
+        bad = Table(title="rejected files")
+        bad.add_column("path", overflow="fold")
+        bad.add_column("reason", overflow="fold")
+        for item in rejections:
+            bad.add_row(item["path"], item["reason"])
+        app.console.print(bad)
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {path, alt_text, description}.")
+@pass_app
+def caption(app: App, files: tuple[Path, ...], as_json: bool) -> None:
+    """Caption FILES and print the result; the database is not touched.
+
+    Uses the active adapter when the store has one. Exits 1 if any file was rejected."""
+    from catalogcap import images
+    from catalogcap.captioner import Captioner
+
+    settings = app.settings
+    adapter = _active_adapter_if_any(app)
+    captioner = Captioner.from_settings(
+        settings, adapter_id=adapter.id if adapter else None, adapter_dir=Path(adapter.path) if adapter else None
+    )
+    results: list[dict] = []
+    good: list[tuple[int, object]] = []
+    for path in files:
+        try:
+            image = images.load(path, max_pixels=settings.max_pixels, max_bytes=int(settings.max_file_mb * 2**20),
+                                target_size=captioner.image_size)
+        except images.ImageRejected as exc:
+            results.append({"path": str(path), "error": str(exc)})
+            continue
+        results.append({"path": str(path)})
+        good.append((len(results) - 1, image))
+    for start in range(0, len(good), settings.batch_size):
+        chunk = good[start : start + settings.batch_size]
+        for (index, _), captions in zip(chunk, captioner.caption_images([img for _, img in chunk])):
+            results[index].update(alt_text=captions.alt_text, description=captions.description)
+    if as_json:
+        app.json(results)
+    else:
+        for item in results:
+            app.console.print(f"[bold]{item['path']}[/bold]")
+            if "error" in item:
+                app.err.print(f"  [red]rejected[/red]: {item['error']}")
+            else:
+                app.console.print(f"  alt text:    {item['alt_text']}")
+                app.console.print(f"  description: {item['description']}")
+    if any("error" in item for item in results):
+        raise click.exceptions.Exit(1)
+
+
+def _active_adapter_if_any(app: App):
+    """The store's active adapter, if a store exists already (caption never creates one)."""
+    settings = app.settings
+    if settings.database_url is None and not (settings.home / "catalogcap.db").exists():
+        return None
+    try:
+        from catalogcap.worker import active_adapter
+
+        return active_adapter(app.engine)
+    except CatalogcapError:
+        return None

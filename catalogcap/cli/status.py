@@ -1,0 +1,107 @@
+"""`catalogcap status` and `catalogcap jobs list|retry`."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+from sqlmodel import col, select
+
+from catalogcap.cli.app import App, pass_app
+from catalogcap.store.models import JOB_STATES
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(status)
+    cli.add_command(jobs)
+
+
+def store_status(engine) -> dict:
+    import sqlalchemy as sa
+
+    from catalogcap.store.captions import state_counts
+    from catalogcap.store.database import read_session
+    from catalogcap.store.models import Adapter, Asset
+    from catalogcap.store.queue import counts
+
+    with read_session(engine) as session:
+        assets = session.execute(select(sa.func.count()).select_from(Asset)).scalar_one()
+        by_state = dict(session.execute(select(Asset.state, sa.func.count()).group_by(Asset.state)).all())
+        missing = session.execute(
+            select(sa.func.count()).select_from(Asset).where(col(Asset.missing_since).is_not(None))
+        ).scalar_one()
+        adapter = session.exec(select(Adapter).where(Adapter.state == "active")).first()
+        return {
+            "assets": assets,
+            "assets_by_state": by_state,
+            "missing": missing,
+            "captions": state_counts(session),
+            "jobs": counts(session),
+            "adapter": adapter.id if adapter else None,
+        }
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@pass_app
+def status(app: App, as_json: bool) -> None:
+    """Assets, captions by state, the queue and the active adapter."""
+    data = store_status(app.engine)
+    if as_json:
+        app.json(data)
+        return
+    table = Table(title=f"catalogcap status ({app.settings.db_url})", show_header=False)
+    table.add_row("assets", f"{data['assets']} ({', '.join(f'{k} {v}' for k, v in data['assets_by_state'].items())}"
+                  f"; {data['missing']} missing)")
+    table.add_row("captions", ", ".join(f"{k} {v}" for k, v in data["captions"].items()))
+    table.add_row("jobs", ", ".join(f"{k} {v}" for k, v in data["jobs"].items()))
+    table.add_row("adapter", data["adapter"] or "none (base model)")
+    table.add_row("model", app.settings.model)
+    app.console.print(table)
+
+
+@click.group()
+def jobs() -> None:
+    """The captioning queue."""
+
+
+@jobs.command("list")
+@click.option("--state", type=click.Choice(JOB_STATES), help="Only jobs in this state.")
+@click.option("--limit", type=int, default=200, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_app
+def jobs_list(app: App, state: str | None, limit: int, as_json: bool) -> None:
+    """List jobs, newest first, with attempts and the last error."""
+    from catalogcap.store.captions import primary_path
+    from catalogcap.store.database import read_session
+    from catalogcap.store.models import Job
+
+    with read_session(app.engine) as session:
+        query = select(Job).order_by(col(Job.id).desc()).limit(limit)
+        if state:
+            query = query.where(Job.state == state)
+        rows = [(job, primary_path(session, job.asset_id)) for job in session.exec(query).all()]
+    if as_json:
+        app.json([{"id": j.id, "asset_id": j.asset_id, "path": p, "state": j.state, "attempts": j.attempts,
+                   "last_error": j.last_error, "run_after": j.run_after.isoformat(),
+                   "updated_at": j.updated_at.isoformat()} for j, p in rows])
+        return
+    table = Table(title=f"{len(rows)} jobs")
+    for column in ("id", "state", "attempts", "path", "last error"):
+        table.add_column(column, overflow="fold")
+    for job, path in rows:
+        table.add_row(str(job.id), job.state, str(job.attempts), path or "", job.last_error or "")
+    app.console.print(table)
+
+
+@jobs.command("retry")
+@click.argument("job_id", type=int, required=False)
+@click.option("--all-failed", is_flag=True, help="Retry every failed (quarantined) job.")
+@pass_app
+def jobs_retry(app: App, job_id: int | None, all_failed: bool) -> None:
+    """Put a failed job (or all of them) back in the queue."""
+    from catalogcap.store.queue import retry
+
+    if (job_id is None) == (not all_failed):
+        raise click.UsageError("give a JOB_ID or --all-failed (not both)")
+    count = retry(app.engine, job_id, all_failed=all_failed)
+    app.console.print(f"{count} job(s) queued again")

@@ -1,0 +1,235 @@
+"""Registering image files in the store: fingerprint, dedupe, moves, changes, rejections.
+
+`register` classifies one file as new / unchanged / moved / duplicate / changed /
+rejected, writes the asset, its path and (for new bytes) a captioning job in one
+transaction. A file whose size and mtime match what the store saw last time is not even
+read again, so rescanning a large catalog costs one stat per file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from catalogcap import images
+from catalogcap.fingerprint import sha256_file
+from catalogcap.settings import Settings
+from catalogcap.store.database import write_session
+from catalogcap.store.models import Asset, AssetPath, utcnow
+from catalogcap.store.queue import enqueue
+
+OUTCOMES = ("new", "unchanged", "moved", "duplicate", "changed", "rejected", "vanished")
+
+
+@dataclass(frozen=True)
+class Registered:
+    path: Path
+    outcome: str
+    asset_id: int | None = None
+    reason: str | None = None  # human-readable, for rejections
+
+
+@dataclass
+class ScanReport:
+    found: int = 0
+    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    rejections: list[dict[str, str]] = field(default_factory=list)
+    missing: int = 0
+    asset_ids: set[int] = field(default_factory=set)
+
+    def add(self, item: Registered) -> None:
+        self.outcomes[item.outcome] += 1
+        if item.outcome == "rejected":
+            self.rejections.append({"path": str(item.path), "reason": item.reason or "rejected"})
+        if item.asset_id is not None:
+            self.asset_ids.add(item.asset_id)
+
+
+def matches(name: str, include: Iterable[str], ignore: Iterable[str]) -> bool:
+    """Case-insensitive glob test on a file name: included and not ignored."""
+    lower = name.lower()
+    if any(fnmatch.fnmatch(lower, pattern.lower()) for pattern in ignore):
+        return False
+    return any(fnmatch.fnmatch(lower, pattern.lower()) for pattern in include)
+
+
+def iter_images(root: Path, settings: Settings) -> Iterator[Path]:
+    """Image files under `root` (recursive, sorted, hidden folders and ignored names skipped)."""
+    if root.is_file():
+        if matches(root.name, settings.watch.include, settings.watch.ignore):
+            yield root
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if matches(name, settings.watch.include, settings.watch.ignore):
+                yield Path(dirpath) / name
+
+
+def rejection_reason(exc: images.ImageRejected) -> str:
+    """The reason without the path, as stored and listed: "corrupt: image file is truncated"."""
+    return f"{images.REASONS.get(exc.code, exc.code)}: {exc.detail}"
+
+
+def _reject(session: Session, path: Path, stat: os.stat_result, fingerprint: str, exc: images.ImageRejected,
+            now) -> Registered:
+    asset = session.exec(select(Asset).where(Asset.fingerprint == fingerprint)).first()
+    if asset is None:
+        asset = Asset(fingerprint=fingerprint, size=stat.st_size, state="rejected", error=str(rejection_reason(exc)),
+                      created_at=now, updated_at=now)
+        session.add(asset)
+        session.flush()
+    _attach_path(session, asset, path, stat, now)
+    return Registered(path, "rejected", asset.id, rejection_reason(exc))
+
+
+def _attach_path(session: Session, asset: Asset, path: Path, stat: os.stat_result, now) -> None:
+    row = session.exec(select(AssetPath).where(AssetPath.path == str(path))).first()
+    if row is None:
+        row = AssetPath(asset_id=asset.id, path=str(path), size=stat.st_size, mtime_ns=stat.st_mtime_ns,
+                        first_seen=now, last_seen=now)
+    row.asset_id, row.size, row.mtime_ns, row.missing, row.last_seen = (
+        asset.id, stat.st_size, stat.st_mtime_ns, False, now)
+    session.add(row)
+    if asset.missing_since is not None:
+        asset.missing_since = None
+        session.add(asset)
+
+
+def register(session: Session, path: Path, settings: Settings) -> Registered:
+    """Classify and record one file inside the caller's transaction."""
+    path = path.absolute()
+    now = utcnow()
+    try:
+        stat = path.stat()
+    except OSError:
+        return Registered(path, "vanished")
+    known = session.exec(select(AssetPath).where(AssetPath.path == str(path))).first()
+    if known is not None and not known.missing and known.size == stat.st_size and known.mtime_ns == stat.st_mtime_ns:
+        known.last_seen = now
+        session.add(known)
+        asset = session.get(Asset, known.asset_id)
+        if asset is not None and asset.state == "rejected":
+            return Registered(path, "unchanged", known.asset_id, asset.error)
+        return Registered(path, "unchanged", known.asset_id)
+    limits = {"max_pixels": settings.max_pixels, "max_bytes": int(settings.max_file_mb * 2**20)}
+    try:
+        fingerprint = sha256_file(path)
+    except OSError as exc:
+        return Registered(path, "rejected", None, f"unreadable: {exc.strerror or exc}")
+    previous_asset_id = known.asset_id if known is not None else None
+    existing = session.exec(select(Asset).where(Asset.fingerprint == fingerprint)).first()
+    if existing is not None:
+        others_live = session.exec(
+            select(AssetPath).where(AssetPath.asset_id == existing.id, AssetPath.path != str(path),
+                                    col(AssetPath.missing).is_(False))
+        ).all()
+        others_live = [p for p in others_live if Path(p.path).exists()]
+        _attach_path(session, existing, path, stat, now)
+        if existing.state == "rejected":
+            return Registered(path, "rejected" if previous_asset_id != existing.id else "unchanged",
+                              existing.id, existing.error)
+        if previous_asset_id == existing.id:
+            return Registered(path, "unchanged", existing.id)
+        return Registered(path, "duplicate" if others_live else "moved", existing.id)
+    try:
+        info = images.probe(path, **limits)
+    except images.ImageRejected as exc:
+        return _reject(session, path, stat, fingerprint, exc, now)
+    asset = Asset(fingerprint=fingerprint, size=stat.st_size, width=info.width, height=info.height,
+                  format=info.format, state="queued", created_at=now, updated_at=now)
+    session.add(asset)
+    session.flush()
+    _attach_path(session, asset, path, stat, now)
+    enqueue(session, asset.id, now=now)
+    return Registered(path, "changed" if known is not None else "new", asset.id)
+
+
+def register_file(engine: Engine, path: Path, settings: Settings) -> Registered:
+    """`register` in its own write transaction, retried once on a concurrent insert of the same path."""
+    for attempt in (1, 2):
+        try:
+            with write_session(engine) as session:
+                return register(session, path, settings)
+        except sa.exc.IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def mark_missing(engine: Engine, root: Path, seen: set[str] | None = None) -> int:
+    """Flag paths under `root` whose files are gone; an asset with no live path is marked
+    missing (its captions and reviews are kept). Returns how many paths went missing."""
+    root = root.absolute()
+    prefix = str(root).rstrip(os.sep) + os.sep
+    now = utcnow()
+    gone = 0
+    with write_session(engine) as session:
+        rows = session.exec(
+            select(AssetPath).where(col(AssetPath.path).startswith(prefix), col(AssetPath.missing).is_(False))
+        ).all()
+        touched: set[int] = set()
+        for row in rows:
+            if seen is not None and row.path in seen:
+                continue
+            if Path(row.path).exists():
+                continue
+            row.missing = True
+            session.add(row)
+            touched.add(row.asset_id)
+            gone += 1
+        session.flush()
+        for asset_id in touched:
+            live = session.exec(
+                select(AssetPath).where(AssetPath.asset_id == asset_id, col(AssetPath.missing).is_(False))
+            ).first()
+            asset = session.get(Asset, asset_id)
+            if live is None and asset is not None and asset.missing_since is None:
+                asset.missing_since = now
+                session.add(asset)
+    return gone
+
+
+def mark_path_missing(engine: Engine, path: Path) -> int:
+    """A single file was deleted or moved away (watch daemon): same rules as `mark_missing`."""
+    path = path.absolute()
+    with write_session(engine) as session:
+        row = session.exec(select(AssetPath).where(AssetPath.path == str(path))).first()
+        if row is None or row.missing or path.exists():
+            return 0
+        row.missing = True
+        session.add(row)
+        session.flush()
+        live = session.exec(
+            select(AssetPath).where(AssetPath.asset_id == row.asset_id, col(AssetPath.missing).is_(False))
+        ).first()
+        asset = session.get(Asset, row.asset_id)
+        if live is None and asset is not None and asset.missing_since is None:
+            asset.missing_since = utcnow()
+            session.add(asset)
+    return 1
+
+
+def scan(engine: Engine, roots: Iterable[Path], settings: Settings, progress=None) -> ScanReport:
+    """Register every image under `roots`, then mark vanished files missing."""
+    report = ScanReport()
+    for root in roots:
+        root = root.absolute()
+        seen: set[str] = set()
+        for path in iter_images(root, settings):
+            report.found += 1
+            item = register_file(engine, path, settings)
+            seen.add(str(item.path))
+            report.add(item)
+            if progress is not None:
+                progress(item)
+        if root.is_dir():
+            report.missing += mark_missing(engine, root, seen)
+    return report

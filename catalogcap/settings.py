@@ -1,0 +1,261 @@
+"""The one Settings class: defaults < $CATALOGCAP_HOME/catalogcap.toml < CATALOGCAP_* env < CLI options."""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from catalogcap.errors import SettingsError
+
+CONFIG_NAME = "catalogcap.toml"
+ENV_PREFIX = "CATALOGCAP_"
+DEFAULT_MODEL = "Salesforce/blip-image-captioning-base"
+KINDS = ("alt_text", "description")
+
+_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("catalogcap_config_file", default=None)
+
+
+def default_home() -> Path:
+    """The data folder used when neither CATALOGCAP_HOME nor --home names one."""
+    return Path(platformdirs.user_data_dir("catalogcap", appauthor=False))
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GenerationSettings(Section):
+    prompt: str = Field("", description="Text the caption continues from; stripped from the output.")
+    max_new_tokens: int = Field(30, ge=1, le=512, description="Most tokens generated after the prompt.")
+    min_new_tokens: int = Field(0, ge=0, le=256, description="Fewest tokens generated after the prompt.")
+    num_beams: int = Field(3, ge=1, le=16, description="Beam width; 1 is greedy decoding.")
+    repetition_penalty: float = Field(1.0, ge=1.0, le=3.0, description="Penalty on tokens already generated.")
+    no_repeat_ngram_size: int = Field(3, ge=0, le=10, description="Never repeat an n-gram of this size (0: off).")
+    length_penalty: float = Field(1.0, ge=-2.0, le=5.0, description="Beam-search length penalty (>1 favours longer).")
+
+
+class DescriptionSettings(GenerationSettings):
+    prompt: str = Field("a product photo of", description="Text the description continues from; stripped.")
+    max_new_tokens: int = Field(60, ge=1, le=512, description="Most tokens generated after the prompt.")
+    min_new_tokens: int = Field(8, ge=0, le=256, description="Fewest tokens generated after the prompt.")
+    num_beams: int = Field(4, ge=1, le=16, description="Beam width; 1 is greedy decoding.")
+    repetition_penalty: float = Field(1.3, ge=1.0, le=3.0, description="Penalty on tokens already generated.")
+
+
+class Generation(Section):
+    alt_text: GenerationSettings = Field(
+        default_factory=GenerationSettings, description="Short alt text: unprompted, small beam, short budget."
+    )
+    description: DescriptionSettings = Field(
+        default_factory=DescriptionSettings,
+        description="Longer product description: prompted, wider beam, repetition penalty.",
+    )
+
+    def for_kind(self, kind: str) -> GenerationSettings:
+        return getattr(self, kind)
+
+
+class WatchSettings(Section):
+    folders: list[Path] = Field(default_factory=list, description="Folders `catalogcap watch` watches by default.")
+    include: list[str] = Field(
+        default_factory=lambda: ["*.jpg", "*.jpeg", "*.jpe", "*.png", "*.webp", "*.tif", "*.tiff",
+                                 "*.gif", "*.bmp", "*.avif"],
+        description="File-name globs (case-insensitive) that count as product images.",
+    )
+    ignore: list[str] = Field(
+        default_factory=lambda: [".*", "*.part", "*.crdownload", "*.download", "*.tmp", "~$*", "*~"],
+        description="File-name globs never taken: temporary names of rsync, browsers and editors, hidden files.",
+    )
+    quiet_seconds: float = Field(
+        2.0, ge=0.0, le=3600.0, description="A file is taken once its size and mtime are unchanged this long."
+    )
+    polling: bool = Field(False, description="Use watchdog's polling observer (network shares without inotify).")
+    poll_interval: float = Field(2.0, gt=0.0, le=600.0, description="Seconds between polls in polling mode.")
+
+
+class QueueSettings(Section):
+    max_attempts: int = Field(5, ge=1, le=100, description="Attempts before a failing job is quarantined.")
+    retry_backoff_seconds: float = Field(
+        30.0, ge=0.0, le=86400.0, description="Wait before the first retry; doubles with each attempt."
+    )
+    retry_backoff_max_seconds: float = Field(3600.0, ge=0.0, le=604800.0, description="Longest wait between retries.")
+    lease_seconds: float = Field(
+        900.0, ge=5.0, le=86400.0, description="A running job whose worker stops renewing it is requeued after this."
+    )
+    max_wait_seconds: float = Field(
+        1.0, ge=0.0, le=600.0, description="How long a worker waits for a batch to fill before captioning it."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything catalogcap can be told; `catalogcap config show` prints it with sources."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    home: Path = Field(
+        default_factory=default_home, description="Data folder: database, adapters, logs, config file."
+    )
+    model: str = Field(
+        DEFAULT_MODEL, min_length=1, description="BLIP captioning model: a hub id or a local directory."
+    )
+    model_revision: str | None = Field(None, description="Hub revision (tag or commit) to pin the model to.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Where the model runs.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Model precision; auto is bfloat16 on CUDA and float32 elsewhere."
+    )
+    batch_size: int = Field(8, ge=1, le=4096, description="Images captioned per model call.")
+    alt_text_limit: int = Field(125, ge=16, le=1000, description="Longest alt text in characters.")
+    max_pixels: int = Field(
+        180_000_000, ge=1, description="Images with more pixels are refused as decompression bombs."
+    )
+    max_file_mb: float = Field(200.0, gt=0, description="Image files larger than this (MiB) are refused.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the store; default: SQLite file catalogcap.db in home."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log verbosity.")
+    log_format: Literal["text", "json"] = Field("text", description="Log line format: text or one JSON per line.")
+    generation: Generation = Field(default_factory=Generation, description="Generation settings per caption kind.")
+    watch: WatchSettings = Field(default_factory=WatchSettings, description="The watch daemon.")
+    queue: QueueSettings = Field(default_factory=QueueSettings, description="The captioning job queue.")
+
+    _provenance: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / CONFIG_NAME
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'catalogcap.db'}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file.get()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        node = nested
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def _resolve_home(cli: dict[str, Any]) -> Path:
+    raw = cli.get("home") or os.environ.get(f"{ENV_PREFIX}HOME")
+    return Path(raw).expanduser().absolute() if raw else default_home()
+
+
+def _read_config_layer(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        return TomlConfigSettingsSource(Settings, toml_file=path)()
+    except Exception as exc:  # tomllib raises TOMLDecodeError with line and column
+        raise SettingsError(f"cannot read config file {path}: {exc}") from exc
+
+
+def _describe(error: dict[str, Any], layers: list[tuple[str, dict[str, Any]]]) -> str:
+    loc = ".".join(str(part) for part in error["loc"])
+    origin = _origin(loc, layers)
+    if error["type"] == "extra_forbidden":
+        return f"unknown setting '{loc}' (from {origin}); `catalogcap config show` lists the known ones"
+    return f"setting '{loc}' has bad value {error['input']!r} (from {origin}): {error['msg']}"
+
+
+def _origin(dotted: str, layers: list[tuple[str, dict[str, Any]]]) -> str:
+    parts = dotted.split(".")
+    for label, flat in reversed(layers):
+        for n in range(len(parts), 0, -1):
+            key = ".".join(parts[:n])
+            if key in flat:
+                return f"env {ENV_PREFIX}{key.upper().replace('.', '__')}" if label == "env" else label
+    return "default"
+
+
+def load_settings(cli: dict[str, Any] | None = None) -> Settings:
+    """Build the effective settings; `cli` holds dotted keys given on the command line."""
+    cli = {key: value for key, value in (cli or {}).items() if value is not None}
+    home = _resolve_home(cli)
+    config_path = home / CONFIG_NAME
+    file_layer = _read_config_layer(config_path)
+    env_layer = EnvSettingsSource(Settings)()
+    layers = [
+        (f"file {config_path}", _flatten(file_layer)),
+        ("env", _flatten(env_layer)),
+        ("command line", dict(cli)),
+    ]
+    token = _config_file.set(config_path)
+    try:
+        settings = Settings(**_nest(cli))
+    except ValidationError as exc:
+        messages = [_describe(error, layers) for error in exc.errors()]
+        raise SettingsError("; ".join(messages)) from None
+    finally:
+        _config_file.reset(token)
+    settings._provenance = {key: _origin(key, layers) for key in _flatten(settings.model_dump())}
+    return settings
+
+
+def provenance(settings: Settings) -> dict[str, str]:
+    """Where each effective value came from: default, the config file, the environment or the command line."""
+    return dict(settings._provenance)
+
+
+def field_docs(model: type[BaseModel] = Settings, prefix: str = "") -> dict[str, str]:
+    """Dotted setting name -> its description, for docs, `config show` and the config template."""
+    docs: dict[str, str] = {}
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            docs.update(field_docs(annotation, f"{prefix}{name}."))
+        else:
+            docs[f"{prefix}{name}"] = info.description or ""
+    return docs

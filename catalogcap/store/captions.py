@@ -1,0 +1,205 @@
+"""Captions in the store: saving model output, listing, and review decisions.
+
+A review decision is an optimistic-concurrency update: it names the caption version the
+reviewer saw; if someone else decided first, the version moved on and `Conflict` says so.
+The model's original text is never overwritten by a review.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from catalogcap.errors import CatalogcapError, NotFound
+from catalogcap.store.models import CAPTION_STATES, KINDS, Asset, AssetPath, Caption, utcnow
+
+DECISIONS = ("accept", "edit", "reject", "reset")
+
+
+class Conflict(CatalogcapError):
+    """Someone else changed the caption since it was read."""
+
+    def __init__(self, caption: Caption) -> None:
+        super().__init__(
+            f"caption {caption.id} was changed by {caption.reviewer or 'the captioner'} (now {caption.state},"
+            f" version {caption.version}); reload it and decide again"
+        )
+        self.caption = caption
+
+
+def save_model_captions(
+    session: Session, asset_id: int, texts: dict[str, str], *, model: str, adapter_id: str | None,
+    generation: dict[str, dict[str, Any]],
+) -> list[Caption]:
+    """Insert or refresh the model's captions of an asset. Reviewed captions are kept as
+    reviewed; a pending one is replaced by the new model text."""
+    now = utcnow()
+    saved = []
+    for kind in KINDS:
+        caption = session.exec(select(Caption).where(Caption.asset_id == asset_id, Caption.kind == kind)).first()
+        if caption is None:
+            caption = Caption(asset_id=asset_id, kind=kind, model_text=texts[kind], text=texts[kind],
+                              model=model, adapter_id=adapter_id, generation=generation[kind],
+                              created_at=now, updated_at=now)
+        elif caption.state == "pending":
+            caption.model_text = caption.text = texts[kind]
+            caption.model, caption.adapter_id, caption.generation = model, adapter_id, generation[kind]
+            caption.version += 1
+            caption.updated_at = now
+        else:
+            saved.append(caption)
+            continue
+        session.add(caption)
+        saved.append(caption)
+    session.flush()
+    return saved
+
+
+def decide(
+    session: Session, caption_id: int, decision: str, *, reviewer: str, text: str | None = None,
+    expected_version: int | None = None, reason: str | None = None, now: datetime | None = None,
+) -> Caption:
+    """Apply a reviewer's decision (accept / edit / reject / reset to pending) atomically."""
+    if decision not in DECISIONS:
+        raise CatalogcapError(f"unknown decision {decision!r}; use one of {', '.join(DECISIONS)}")
+    caption = session.get(Caption, caption_id)
+    if caption is None:
+        raise NotFound(f"caption {caption_id} does not exist")
+    if expected_version is not None and caption.version != expected_version:
+        raise Conflict(caption)
+    values: dict[str, Any] = {"reviewer": reviewer, "reviewed_at": now or utcnow(), "updated_at": now or utcnow(),
+                              "version": caption.version + 1}
+    if decision == "accept":
+        final = caption.text if text is None else text.strip()
+        values.update(state="accepted" if final == caption.model_text else "edited", text=final,
+                      reject_reason=None)
+    elif decision == "edit":
+        if not text or not text.strip():
+            raise CatalogcapError("an edit needs the corrected text; to discard the caption, reject it")
+        final = text.strip()
+        values.update(state="accepted" if final == caption.model_text else "edited", text=final,
+                      reject_reason=None)
+    elif decision == "reject":
+        values.update(state="rejected", reject_reason=(reason or "").strip() or None)
+    else:  # reset: back to the model's text, pending
+        values.update(state="pending", text=caption.model_text, reviewer=None, reviewed_at=None,
+                      reject_reason=None)
+    result = session.execute(
+        sa.update(Caption).where(Caption.id == caption_id, Caption.version == caption.version).values(**values)
+    )
+    if result.rowcount != 1:
+        session.expire(caption)
+        raise Conflict(session.get(Caption, caption_id))
+    session.expire(caption)
+    return session.get(Caption, caption_id)
+
+
+def restore(session: Session, caption_id: int, snapshot: dict[str, Any], *, expected_version: int) -> Caption:
+    """Undo: put back a caption's reviewed fields from a snapshot, if nobody changed it since."""
+    fields = {k: snapshot[k] for k in ("state", "text", "reviewer", "reviewed_at", "reject_reason")}
+    result = session.execute(
+        sa.update(Caption).where(Caption.id == caption_id, Caption.version == expected_version)
+        .values(**fields, version=expected_version + 1, updated_at=utcnow())
+    )
+    caption = session.get(Caption, caption_id)
+    if result.rowcount != 1:
+        raise Conflict(caption) if caption else NotFound(f"caption {caption_id} does not exist")
+    session.refresh(caption)
+    return caption
+
+
+@dataclass(frozen=True)
+class CaptionRow:
+    id: int
+    asset_id: int
+    path: str | None
+    kind: str
+    text: str
+    model_text: str
+    state: str
+    model: str
+    adapter: str | None
+    version: int
+    reviewer: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "asset_id": self.asset_id, "path": self.path, "kind": self.kind, "text": self.text,
+            "model_text": self.model_text, "state": self.state, "model": self.model, "adapter": self.adapter,
+            "version": self.version, "reviewer": self.reviewer, "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+def primary_path(session: Session, asset_id: int) -> str | None:
+    """The asset's first live path (else its most recently seen one)."""
+    rows = session.exec(
+        select(AssetPath).where(AssetPath.asset_id == asset_id).order_by(col(AssetPath.missing), AssetPath.id)
+    ).all()
+    return rows[0].path if rows else None
+
+
+def _path_subquery():
+    return (
+        select(sa.func.min(AssetPath.path))
+        .where(AssetPath.asset_id == Caption.asset_id, col(AssetPath.missing).is_(False))
+        .correlate(Caption)
+        .scalar_subquery()
+    )
+
+
+def list_captions(
+    session: Session, *, state: str | None = None, kind: str | None = None, limit: int | None = None,
+    after_id: int = 0, asset_id: int | None = None, search: str | None = None, folder: str | None = None,
+) -> list[CaptionRow]:
+    """Captions in id order, with their asset's path, filtered."""
+    if state is not None and state not in CAPTION_STATES:
+        raise CatalogcapError(f"unknown caption state {state!r}; use one of {', '.join(CAPTION_STATES)}")
+    if kind is not None and kind not in KINDS:
+        raise CatalogcapError(f"unknown caption kind {kind!r}; use one of {', '.join(KINDS)}")
+    path = _path_subquery().label("path")
+    query = select(Caption, path).where(Caption.id > after_id).order_by(Caption.id)
+    if state:
+        query = query.where(Caption.state == state)
+    if kind:
+        query = query.where(Caption.kind == kind)
+    if asset_id is not None:
+        query = query.where(Caption.asset_id == asset_id)
+    if search:
+        query = query.where(col(Caption.text).ilike(f"%{search}%"))
+    if folder:
+        prefix = folder.rstrip("/") + "/"
+        query = query.where(
+            sa.exists().where(AssetPath.asset_id == Caption.asset_id, col(AssetPath.path).startswith(prefix))
+        )
+    if limit is not None:
+        query = query.limit(limit)
+    return [_row(caption, p) for caption, p in session.exec(query).all()]
+
+
+def _row(caption: Caption, path: str | None) -> CaptionRow:
+    return CaptionRow(caption.id, caption.asset_id, path, caption.kind, caption.text, caption.model_text,
+                      caption.state, caption.model, caption.adapter_id, caption.version, caption.reviewer,
+                      caption.created_at, caption.updated_at)
+
+
+def get_caption(session: Session, caption_id: int) -> tuple[Caption, Asset, list[AssetPath]]:
+    caption = session.get(Caption, caption_id)
+    if caption is None:
+        raise NotFound(f"caption {caption_id} does not exist; `catalogcap captions list` shows the ids")
+    asset = session.get(Asset, caption.asset_id)
+    paths = session.exec(select(AssetPath).where(AssetPath.asset_id == caption.asset_id)).all()
+    return caption, asset, list(paths)
+
+
+def state_counts(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Caption.state, sa.func.count()).group_by(Caption.state)).all()
+    found = dict.fromkeys(CAPTION_STATES, 0)
+    found.update({state: n for state, n in rows})
+    return found

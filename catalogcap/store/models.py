@@ -1,0 +1,152 @@
+"""Tables of the catalog store. The schema itself is owned by the alembic migrations in
+`catalogcap/store/migrations`; `tests/test_store.py` checks these models against them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+ASSET_STATES = ("queued", "captioned", "rejected")
+CAPTION_STATES = ("pending", "accepted", "edited", "rejected")
+JOB_STATES = ("pending", "running", "done", "failed")
+KINDS = ("alt_text", "description")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use timezone-aware UTC")
+        return value.astimezone(timezone.utc).replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _ts(nullable: bool = False, **kw: Any) -> Any:
+    if nullable:
+        return Field(default=None, sa_type=UTCDateTime, nullable=True, **kw)
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, **kw)
+
+
+class Asset(SQLModel, table=True):
+    """One distinct image, keyed by the sha256 of its bytes; paths live in AssetPath."""
+
+    __tablename__ = "assets"
+    id: int | None = Field(default=None, primary_key=True)
+    fingerprint: str = Field(max_length=64, unique=True, index=True)
+    size: int
+    width: int | None = None
+    height: int | None = None
+    format: str | None = Field(default=None, max_length=16)
+    state: str = Field(default="queued", max_length=16, index=True)
+    error: str | None = None
+    missing_since: datetime | None = _ts(nullable=True)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class AssetPath(SQLModel, table=True):
+    """Where an asset's bytes were last seen; several paths may share one asset."""
+
+    __tablename__ = "asset_paths"
+    id: int | None = Field(default=None, primary_key=True)
+    asset_id: int = Field(foreign_key="assets.id", index=True, ondelete="CASCADE")
+    path: str = Field(unique=True, index=True)
+    size: int
+    mtime_ns: int = Field(sa_type=sa.BigInteger)
+    missing: bool = Field(default=False, index=True)
+    first_seen: datetime = _ts()
+    last_seen: datetime = _ts()
+
+
+class Caption(SQLModel, table=True):
+    """A caption of one kind for one asset, with the model's text beside the reviewed one."""
+
+    __tablename__ = "captions"
+    __table_args__ = (
+        sa.UniqueConstraint("asset_id", "kind", name="uq_captions_asset_kind"),
+        sa.Index("ix_captions_state_kind_id", "state", "kind", "id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    asset_id: int = Field(foreign_key="assets.id", index=True, ondelete="CASCADE")
+    kind: str = Field(max_length=16)
+    model_text: str
+    text: str
+    state: str = Field(default="pending", max_length=16)
+    model: str
+    adapter_id: str | None = Field(default=None, max_length=64)
+    generation: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    version: int = Field(default=1)
+    reviewer: str | None = Field(default=None, max_length=128)
+    reviewed_at: datetime | None = _ts(nullable=True)
+    reject_reason: str | None = None
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class Job(SQLModel, table=True):
+    """A captioning job in the queue; at most one pending/running job per asset."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        sa.Index("ix_jobs_state_run_after", "state", "run_after"),
+        sa.Index(
+            "uq_jobs_active_asset",
+            "asset_id",
+            unique=True,
+            sqlite_where=sa.text("state IN ('pending', 'running')"),
+            postgresql_where=sa.text("state IN ('pending', 'running')"),
+        ),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    asset_id: int = Field(foreign_key="assets.id", index=True, ondelete="CASCADE")
+    state: str = Field(default="pending", max_length=16)
+    attempts: int = 0
+    last_error: str | None = None
+    run_after: datetime = _ts()
+    lease_owner: str | None = Field(default=None, max_length=128)
+    lease_expires: datetime | None = _ts(nullable=True)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    finished_at: datetime | None = _ts(nullable=True)
+
+
+class Adapter(SQLModel, table=True):
+    """A trained LoRA adapter in the registry; at most one is active."""
+
+    __tablename__ = "adapters"
+    id: str = Field(primary_key=True, max_length=64)
+    base_model: str
+    path: str
+    state: str = Field(default="candidate", max_length=16, index=True)
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    config: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    parent_id: str | None = Field(default=None, max_length=64)
+    created_at: datetime = _ts()
+    promoted_at: datetime | None = _ts(nullable=True)
+    retired_at: datetime | None = _ts(nullable=True)
+
+
+class Meta(SQLModel, table=True):
+    """Small key/value facts about the store (e.g. the held-out split salt)."""
+
+    __tablename__ = "meta"
+    key: str = Field(primary_key=True, max_length=64)
+    value: str

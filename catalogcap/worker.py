@@ -1,0 +1,215 @@
+"""The captioning worker: claim a batch of jobs, read the images, caption, commit.
+
+Captions and the job's completion are written in one transaction, so a crash between
+captioning and committing loses nothing: the job's lease expires (or its dead owner is
+noticed) and it is captioned again. A bad image fails only its own job: a batch that
+raises is split into single images so the good ones still get captioned.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import col, select
+
+from catalogcap import images
+from catalogcap.intake import rejection_reason
+from catalogcap.settings import KINDS, Settings
+from catalogcap.store.captions import save_model_captions
+from catalogcap.store.database import read_session, write_session
+from catalogcap.store.models import Adapter, Asset, AssetPath, utcnow
+from catalogcap.store.queue import Claimed, claim, complete, fail, new_owner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchResult:
+    claimed: int = 0
+    captioned: int = 0
+    retrying: int = 0
+    failed: int = 0
+    rejections: list[dict[str, str]] = field(default_factory=list)
+    caption_ids: list[int] = field(default_factory=list)
+
+    def merge(self, other: BatchResult) -> None:
+        self.claimed += other.claimed
+        self.captioned += other.captioned
+        self.retrying += other.retrying
+        self.failed += other.failed
+        self.rejections += other.rejections
+        self.caption_ids += other.caption_ids
+
+
+def active_adapter(engine: Engine) -> Adapter | None:
+    with read_session(engine) as session:
+        return session.exec(select(Adapter).where(Adapter.state == "active")).first()
+
+
+class Worker:
+    """Captions queued jobs with the model and the active adapter (reloaded when it changes)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        *,
+        owner: str | None = None,
+        captioner_factory: Callable[[Settings, Adapter | None], Any] | None = None,
+        on_captions: Callable[[list[int]], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.owner = owner or new_owner()
+        self._factory = captioner_factory or _default_factory
+        self._captioner: Any = None
+        self._adapter_key: tuple[str, str] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="catalogcap-decode")
+        self.on_captions = on_captions
+
+    def captioner(self) -> Any:
+        adapter = active_adapter(self.engine)
+        key = (adapter.id, adapter.path) if adapter else None
+        if self._captioner is None or key != self._adapter_key:
+            if self._captioner is not None:
+                log.info("active adapter changed to %s; reloading the captioner", key[0] if key else "none")
+            self._captioner = self._factory(self.settings, adapter)
+            self._adapter_key = key
+        return self._captioner
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def run_batch(self, limit: int | None = None) -> BatchResult:
+        """Claim and caption up to `limit` (batch size) jobs; an empty result means no work."""
+        limit = limit or self.settings.batch_size
+        claimed = claim(self.engine, self.owner, limit, lease_seconds=self.settings.queue.lease_seconds)
+        result = BatchResult(claimed=len(claimed))
+        if not claimed:
+            return result
+        captioner = self.captioner()
+        paths = self._paths([c.asset_id for c in claimed])
+        target = getattr(captioner, "image_size", None)
+        loads = {
+            c.job_id: self._pool.submit(self._load, paths.get(c.asset_id), target) for c in claimed
+        }
+        ready: list[tuple[Claimed, Any]] = []
+        for job in claimed:
+            image, error, permanent = loads[job.job_id].result()
+            if image is None:
+                self._fail(job, error, permanent=permanent, result=result, path=paths.get(job.asset_id))
+            else:
+                ready.append((job, image))
+        self._caption(captioner, ready, result)
+        if self.on_captions and result.caption_ids:
+            self.on_captions(list(result.caption_ids))
+        return result
+
+    def drain(self, progress: Callable[[BatchResult], None] | None = None,
+              stop: threading.Event | None = None) -> BatchResult:
+        """Caption until no job is runnable now (retries scheduled for later are left)."""
+        total = BatchResult()
+        while stop is None or not stop.is_set():
+            batch = self.run_batch()
+            if not batch.claimed:
+                break
+            total.merge(batch)
+            if progress is not None:
+                progress(batch)
+        return total
+
+    def _paths(self, asset_ids: list[int]) -> dict[int, Path]:
+        found: dict[int, Path] = {}
+        with read_session(self.engine) as session:
+            rows = session.exec(
+                select(AssetPath).where(col(AssetPath.asset_id).in_(asset_ids)).order_by(
+                    col(AssetPath.missing), AssetPath.id)
+            ).all()
+        for row in rows:
+            if row.asset_id not in found and Path(row.path).is_file():
+                found[row.asset_id] = Path(row.path)
+        return found
+
+    def _load(self, path: Path | None, target: int | None) -> tuple[Any, str | None, bool]:
+        if path is None:
+            return None, "no file of this asset is present any more (moved away or deleted)", True
+        try:
+            image = images.load(path, max_pixels=self.settings.max_pixels,
+                                max_bytes=int(self.settings.max_file_mb * 2**20), target_size=target)
+            return image, None, False
+        except images.ImageRejected as exc:
+            return None, rejection_reason(exc), exc.code != "unreadable"
+
+    def _caption(self, captioner: Any, ready: list[tuple[Claimed, Any]], result: BatchResult) -> None:
+        if not ready:
+            return
+        try:
+            caption_sets = captioner.caption_images([image for _, image in ready])
+        except Exception as exc:  # a model error on a batch: retry image by image
+            if len(ready) > 1:
+                log.warning("batch of %d failed (%s); captioning one by one", len(ready), exc)
+                for item in ready:
+                    self._caption(captioner, [item], result)
+                return
+            job, _ = ready[0]
+            log.exception("captioning failed for job %s", job.job_id)
+            self._fail(job, f"captioning failed: {type(exc).__name__}: {exc}", permanent=False, result=result)
+            return
+        generation = {kind: captioner.generation_record(kind) for kind in KINDS}
+        now = utcnow()
+        with write_session(self.engine) as session:
+            for (job, _), captions in zip(ready, caption_sets):
+                if not complete(session, job.job_id, self.owner):
+                    log.warning("lease on job %s was lost; its captions are left to the new owner", job.job_id)
+                    continue
+                saved = save_model_captions(session, job.asset_id, captions.texts, model=captioner.model_id,
+                                            adapter_id=captioner.adapter_id, generation=generation)
+                asset = session.get(Asset, job.asset_id)
+                if asset is not None:
+                    asset.state, asset.error, asset.updated_at = "captioned", None, now
+                    session.add(asset)
+                result.captioned += 1
+                result.caption_ids.extend(c.id for c in saved)
+
+    def _fail(self, job: Claimed, error: str | None, *, permanent: bool, result: BatchResult,
+              path: Path | None = None) -> None:
+        q = self.settings.queue
+        error = error or "unknown error"
+        with write_session(self.engine) as session:
+            state = fail(session, job.job_id, self.owner, error, permanent=permanent, max_attempts=q.max_attempts,
+                         backoff_seconds=q.retry_backoff_seconds, backoff_max_seconds=q.retry_backoff_max_seconds)
+            if state == "failed":
+                asset = session.get(Asset, job.asset_id)
+                if asset is not None:
+                    asset.state, asset.error, asset.updated_at = "rejected", error, utcnow()
+                    session.add(asset)
+        if state == "failed":
+            result.failed += 1
+            result.rejections.append({"path": str(path) if path else f"asset {job.asset_id}", "reason": error})
+            log.warning("%s: %s", path or f"asset {job.asset_id}", error)
+        else:
+            result.retrying += 1
+
+
+def _default_factory(settings: Settings, adapter: Adapter | None) -> Any:
+    from catalogcap.captioner import Captioner
+
+    if adapter is None:
+        return Captioner.from_settings(settings)
+    return Captioner.from_settings(settings, adapter_id=adapter.id, adapter_dir=Path(adapter.path))
+
+
+def wait_for_work(engine: Engine, seconds: float, stop: threading.Event | None = None) -> None:
+    """Sleep up to `seconds` (woken early by `stop`)."""
+    if stop is not None:
+        stop.wait(seconds)
+    else:
+        time.sleep(seconds)

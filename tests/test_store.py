@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlmodel import SQLModel, select
+
+from catalogcap.errors import StoreError
+from catalogcap.store import models
+from catalogcap.store.captions import Conflict, decide, save_model_captions
+from catalogcap.store.database import create_store_engine, current_revision, head_revision, upgrade, write_session
+from catalogcap.store.models import Asset, Caption, Job, utcnow
+from catalogcap.store.queue import claim, complete, enqueue, fail, recover_stale, retry
+
+
+def _asset(session, n: int) -> Asset:
+    asset = Asset(fingerprint=f"{n:064x}", size=10)
+    session.add(asset)
+    session.flush()
+    return asset
+
+
+def test_models_match_migrations(tmp_path: Path) -> None:
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    assert current_revision(engine) == head_revision()
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
+    assert diff == []
+
+
+def test_sqlite_is_wal_with_busy_timeout(engine) -> None:
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_upgrade_existing_database_in_place(tmp_path: Path) -> None:
+    """A database made by an older release (only the first migration) is upgraded and keeps its rows."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_store_engine(url, migrate=False)
+    upgrade(engine, "0001")
+    with write_session(engine) as session:
+        _asset(session, 1)
+    engine.dispose()
+    engine = create_store_engine(url)
+    assert current_revision(engine) == head_revision()
+    with write_session(engine) as session:
+        assert session.exec(select(Asset)).one().fingerprint == f"{1:064x}"
+
+
+def test_unknown_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    create_store_engine(f"sqlite:///{path}").dispose()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999_future'")
+    with pytest.raises(StoreError, match="newer release"):
+        create_store_engine(f"sqlite:///{path}")
+
+
+def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="does not exist"):
+        create_store_engine(f"sqlite:///{tmp_path / 'nope' / 'db.sqlite'}")
+
+
+def test_enqueue_is_idempotent_while_active(engine) -> None:
+    with write_session(engine) as session:
+        asset = _asset(session, 1)
+        first = enqueue(session, asset.id)
+        second = enqueue(session, asset.id)
+        assert first.id == second.id
+    with write_session(engine) as session:
+        # a raw duplicate active job violates the partial unique index
+        with pytest.raises(sa.exc.IntegrityError), session.begin_nested():
+            session.add(Job(asset_id=asset.id, state="pending"))
+
+
+def test_concurrent_claims_are_disjoint(engine) -> None:
+    with write_session(engine) as session:
+        for n in range(40):
+            enqueue(session, _asset(session, n).id)
+    got: list[list[int]] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        while batch := claim(engine, name, 3, lease_seconds=60):
+            with lock:
+                got.append([c.job_id for c in batch])
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = [job_id for batch in got for job_id in batch]
+    assert len(ids) == 40 and len(set(ids)) == 40
+
+
+def test_fail_backoff_then_quarantine_then_retry(engine) -> None:
+    with write_session(engine) as session:
+        job_id = enqueue(session, _asset(session, 1).id).id
+    kwargs = {"permanent": False, "max_attempts": 2, "backoff_seconds": 10, "backoff_max_seconds": 100}
+    [claimed] = claim(engine, "w", 5, lease_seconds=60)
+    with write_session(engine) as session:
+        assert fail(session, job_id, "w", "boom", **kwargs) == "pending"
+        job = session.get(Job, job_id)
+        assert job.run_after > utcnow() + timedelta(seconds=5)
+    assert claim(engine, "w", 5, lease_seconds=60) == []  # backing off
+    later = utcnow() + timedelta(seconds=11)
+    assert [c.job_id for c in claim(engine, "w", 5, lease_seconds=60, now=later)] == [job_id]
+    with write_session(engine) as session:
+        assert fail(session, job_id, "w", "boom again", **kwargs) == "failed"
+        assert session.get(Job, job_id).last_error == "boom again"
+    assert retry(engine, all_failed=True) == 1
+    assert [c.attempts for c in claim(engine, "w", 5, lease_seconds=60)] == [1]
+
+
+def test_expired_lease_is_reclaimed_and_old_owner_cannot_complete(engine) -> None:
+    with write_session(engine) as session:
+        job_id = enqueue(session, _asset(session, 1).id).id
+    claim(engine, "dead-worker", 1, lease_seconds=5)
+    later = utcnow() + timedelta(seconds=6)
+    [again] = claim(engine, "new-worker", 1, lease_seconds=60, now=later)
+    assert again.job_id == job_id and again.attempts == 2
+    with write_session(engine) as session:
+        assert not complete(session, job_id, "dead-worker")
+        assert complete(session, job_id, "new-worker")
+
+
+def test_recover_stale_requeues_jobs_of_dead_processes(engine) -> None:
+    import socket
+
+    with write_session(engine) as session:
+        job_id = enqueue(session, _asset(session, 1).id).id
+    claim(engine, f"{socket.gethostname()}:999999999:worker:x", 1, lease_seconds=3600)
+    assert recover_stale(engine) == 1
+    with write_session(engine) as session:
+        assert session.get(Job, job_id).state == "pending"
+
+
+def test_review_decisions_keep_model_text_and_detect_conflicts(engine) -> None:
+    generation = {kind: {"num_beams": 1} for kind in models.KINDS}
+    with write_session(engine) as session:
+        asset = _asset(session, 1)
+        saved = save_model_captions(session, asset.id, {"alt_text": "A red shirt", "description": "A shirt."},
+                                    model="m", adapter_id=None, generation=generation)
+    alt = next(c for c in saved if c.kind == "alt_text")
+    with write_session(engine) as session:
+        edited = decide(session, alt.id, "edit", reviewer="ann", text="Red cotton T-shirt",
+                        expected_version=alt.version)
+        assert (edited.state, edited.text, edited.model_text) == ("edited", "Red cotton T-shirt", "A red shirt")
+    with write_session(engine) as session, pytest.raises(Conflict, match="ann"):
+        decide(session, alt.id, "accept", reviewer="bob", expected_version=alt.version)
+    # the model recaptioning later does not overwrite a reviewed caption
+    with write_session(engine) as session:
+        save_model_captions(session, asset.id, {"alt_text": "Other", "description": "Other."}, model="m",
+                            adapter_id="a1", generation=generation)
+        assert session.get(Caption, alt.id).text == "Red cotton T-shirt"
+        desc = session.exec(select(Caption).where(Caption.kind == "description")).one()
+        assert (desc.text, desc.adapter_id, desc.version) == ("Other.", "a1", 2)
