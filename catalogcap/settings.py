@@ -135,6 +135,14 @@ class Settings(BaseSettings):
     watch: WatchSettings = Field(default_factory=WatchSettings, description="The watch daemon.")
     queue: QueueSettings = Field(default_factory=QueueSettings, description="The captioning job queue.")
 
+    plugins: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="Plugins allowed to load (names or globs; [] loads none, not even the built-ins).",
+    )
+    plugin_config: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-plugin settings, e.g. [plugin_config.xmp] mode = \"sidecar\"."
+    )
+
     _provenance: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("home", mode="after")

@@ -7,6 +7,7 @@ traceback), 2 usage error.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import sys
 from typing import Any
 
@@ -15,7 +16,6 @@ import click
 from catalogcap.cli.app import App
 from catalogcap.errors import CatalogcapError
 
-COMMAND_MODULES = ("setup", "scan", "captions", "status")
 
 
 def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
@@ -60,11 +60,29 @@ def cli(ctx: click.Context, home, model, device, dtype, batch_size, database_url
     ctx.obj = App(overrides)
 
 
-for _name in COMMAND_MODULES:
+def _command_modules() -> list[str]:
+    """Every module of this package that defines `register(cli)`: one per command group."""
+    return sorted(info.name for info in pkgutil.iter_modules(__path__) if info.name != "app")
+
+
+for _name in _command_modules():
     importlib.import_module(f"catalogcap.cli.{_name}").register(cli)
 
 
+def add_plugin_commands(group: click.Group) -> None:
+    """Let installed plugins add commands (`register_commands` hook); a broken one is logged."""
+    from catalogcap.plugins.manager import call_safely, make_manager
+    from catalogcap.settings import load_settings
+
+    try:
+        enabled = load_settings().plugins
+    except CatalogcapError:
+        enabled = None  # the command itself will report the bad setting
+    call_safely(make_manager(enabled), "register_commands", cli=group)
+
+
 def main(argv: list[str] | None = None) -> None:
+    add_plugin_commands(cli)
     cli.main(args=argv, prog_name="catalogcap")
 
 

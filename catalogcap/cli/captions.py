@@ -92,6 +92,9 @@ def _decide(app: App, ids: tuple[int, ...], decision: str, text: str | None, rea
         with write_session(app.engine) as session:
             caption = decide(session, caption_id, decision, reviewer=reviewer, text=text, reason=reason)
         app.console.print(f"caption {caption.id}: {caption.state}")
+    from catalogcap.plugins import hooks_for
+
+    hooks_for(app).captions_reviewed(list(ids), decision)
 
 
 @captions.command("accept")

@@ -51,7 +51,9 @@ def scan(app: App, folders: tuple[Path, ...], as_json: bool, no_caption: bool) -
                 queued = runnable_count(session)
             if queued:
                 task = progress.add_task("captioning", total=queued)
-                worker = Worker(engine, settings)
+                from catalogcap.plugins import hooks_for
+
+                worker = Worker(engine, settings, on_captions=hooks_for(app).captions_created)
                 try:
                     total = worker.drain(progress=lambda b: progress.advance(task, b.captioned + b.failed))
                 finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import click
 from rich.table import Table
 from sqlmodel import col, select
@@ -20,7 +22,7 @@ def store_status(engine) -> dict:
 
     from catalogcap.store.captions import state_counts
     from catalogcap.store.database import read_session
-    from catalogcap.store.models import Adapter, Asset
+    from catalogcap.store.models import Adapter, Asset, Job, utcnow
     from catalogcap.store.queue import counts
 
     with read_session(engine) as session:
@@ -30,6 +32,13 @@ def store_status(engine) -> dict:
             select(sa.func.count()).select_from(Asset).where(col(Asset.missing_since).is_not(None))
         ).scalar_one()
         adapter = session.exec(select(Adapter).where(Adapter.state == "active")).first()
+        since = utcnow() - timedelta(minutes=5)
+        recent = session.execute(
+            select(sa.func.count()).select_from(Job).where(Job.state == "done", Job.finished_at >= since)
+        ).scalar_one()
+        last_error = session.exec(
+            select(Job).where(col(Job.last_error).is_not(None)).order_by(col(Job.updated_at).desc())
+        ).first()
         return {
             "assets": assets,
             "assets_by_state": by_state,
@@ -37,6 +46,11 @@ def store_status(engine) -> dict:
             "captions": state_counts(session),
             "jobs": counts(session),
             "adapter": adapter.id if adapter else None,
+            "captions_per_minute": round(recent / 5, 2),
+            "last_error": (
+                {"job": last_error.id, "error": last_error.last_error, "at": last_error.updated_at.isoformat()}
+                if last_error else None
+            ),
         }
 
 
@@ -45,7 +59,11 @@ def store_status(engine) -> dict:
 @pass_app
 def status(app: App, as_json: bool) -> None:
     """Assets, captions by state, the queue and the active adapter."""
+    from catalogcap.watch.lock import holder_pid
+
     data = store_status(app.engine)
+    pid = holder_pid(app.settings.home)
+    data["daemon"] = {"running": pid is not None, "pid": pid}
     if as_json:
         app.json(data)
         return
@@ -56,6 +74,10 @@ def status(app: App, as_json: bool) -> None:
     table.add_row("jobs", ", ".join(f"{k} {v}" for k, v in data["jobs"].items()))
     table.add_row("adapter", data["adapter"] or "none (base model)")
     table.add_row("model", app.settings.model)
+    table.add_row("daemon", f"running (pid {pid})" if pid else "not running")
+    table.add_row("throughput", f"{data['captions_per_minute']} images/min over the last 5 minutes")
+    if data["last_error"]:
+        table.add_row("last error", f"job {data['last_error']['job']}: {data['last_error']['error']}")
     app.console.print(table)
 
 

@@ -1,0 +1,83 @@
+"""Plain snapshots handed to plugins: no database session, safe to keep or send anywhere."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from catalogcap.store.models import Adapter, Asset, AssetPath, Caption
+
+
+@dataclass(frozen=True)
+class CaptionEvent:
+    id: int
+    asset_id: int
+    fingerprint: str
+    paths: tuple[str, ...]  # live paths of the image (first is the primary one)
+    kind: str
+    text: str
+    model_text: str
+    state: str
+    model: str
+    adapter: str | None
+    version: int
+    reviewer: str | None
+    reviewed_at: datetime | None
+    reject_reason: str | None
+    width: int | None
+    height: int | None
+    format: str | None
+
+    @property
+    def path(self) -> str | None:
+        return self.paths[0] if self.paths else None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["paths"] = list(self.paths)
+        data["path"] = self.path
+        data["reviewed_at"] = self.reviewed_at.isoformat() if self.reviewed_at else None
+        return data
+
+
+@dataclass(frozen=True)
+class AdapterEvent:
+    id: str
+    base_model: str
+    path: str
+    metrics: dict[str, Any]
+    promoted_at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["promoted_at"] = self.promoted_at.isoformat() if self.promoted_at else None
+        return data
+
+
+def caption_events(session: Session, caption_ids: list[int]) -> list[CaptionEvent]:
+    if not caption_ids:
+        return []
+    rows = session.exec(
+        select(Caption, Asset).join(Asset, col(Asset.id) == Caption.asset_id).where(col(Caption.id).in_(caption_ids))
+        .order_by(Caption.id)
+    ).all()
+    asset_ids = {asset.id for _, asset in rows}
+    paths: dict[int, list[str]] = {}
+    for row in session.exec(
+        select(AssetPath).where(col(AssetPath.asset_id).in_(asset_ids), col(AssetPath.missing).is_(False))
+        .order_by(AssetPath.id)
+    ).all():
+        paths.setdefault(row.asset_id, []).append(row.path)
+    return [
+        CaptionEvent(c.id, c.asset_id, a.fingerprint, tuple(paths.get(a.id, [])), c.kind, c.text, c.model_text,
+                     c.state, c.model, c.adapter_id, c.version, c.reviewer, c.reviewed_at, c.reject_reason,
+                     a.width, a.height, a.format)
+        for c, a in rows
+    ]
+
+
+def adapter_event(adapter: Adapter) -> AdapterEvent:
+    return AdapterEvent(adapter.id, adapter.base_model, adapter.path, dict(adapter.metrics), adapter.promoted_at)

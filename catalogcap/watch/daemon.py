@@ -1,0 +1,167 @@
+"""`catalogcap watch`: reconcile, then watch folders and caption what arrives, through crashes.
+
+Threads: watchdog's observer feeds an `ArrivalHandler`; the `StabilityTracker` thread
+registers files once they settle (intake writes the job in the same transaction); the
+worker thread claims batches from the database queue and commits captions and job
+completion together. Nothing lives only in memory: a SIGKILL at any point leaves the
+database consistent, and the next start recovers running jobs and rescans the folders.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from catalogcap.errors import CatalogcapError
+from catalogcap.intake import mark_path_missing, register_file, scan
+from catalogcap.settings import Settings
+from catalogcap.store.database import read_session, write_session
+from catalogcap.store.models import Job
+from catalogcap.store.queue import new_owner, recover_stale, runnable_count
+from catalogcap.watch.arrivals import ArrivalHandler, StabilityTracker
+from catalogcap.watch.lock import DaemonLock
+from catalogcap.worker import Worker
+
+log = logging.getLogger("catalogcap.watch")
+
+
+class Daemon:
+    def __init__(self, engine: Engine, settings: Settings, folders: list[Path], *,
+                 stop_timeout: float = 30.0, worker: Worker | None = None, on_captions=None) -> None:
+        if not folders:
+            raise CatalogcapError("no folders to watch: give DIR arguments or set watch.folders in the config")
+        missing = [str(f) for f in folders if not f.is_dir()]
+        if missing:
+            raise CatalogcapError(f"cannot watch {', '.join(missing)}: not a folder")
+        self.engine = engine
+        self.settings = settings
+        self.folders = [f.absolute() for f in folders]
+        self.stop_timeout = stop_timeout
+        self.stop_event = threading.Event()
+        self.work_event = threading.Event()
+        self.owner = new_owner("watch")
+        self.worker = worker or Worker(engine, settings, owner=self.owner, on_captions=on_captions)
+        self.tracker = StabilityTracker(settings.watch.quiet_seconds, self._arrived)
+        self.lock = DaemonLock(settings.home)
+        self.errors = 0
+
+    # -- arrivals ---------------------------------------------------------------------
+    def _arrived(self, path: Path) -> None:
+        try:
+            item = register_file(self.engine, path, self.settings)
+        except Exception as exc:  # the database went away for a moment: try again later
+            log.warning("could not register %s (%s); will retry", path, exc)
+            self.tracker.touch(path)
+            return
+        if item.outcome == "rejected":
+            log.warning("%s: rejected: %s", path, item.reason)
+        elif item.outcome != "vanished":
+            log.info("%s: %s", path, item.outcome)
+        self.work_event.set()
+
+    def _gone(self, path: Path) -> None:
+        try:
+            if mark_path_missing(self.engine, path):
+                log.info("%s: gone (captions kept)", path)
+        except Exception:
+            log.exception("could not mark %s missing", path)
+
+    # -- worker ---------------------------------------------------------------------
+    def _work(self) -> None:
+        q = self.settings.queue
+        while not self.stop_event.is_set():
+            try:
+                with read_session(self.engine) as session:
+                    queued = runnable_count(session)
+                if queued == 0:
+                    self.work_event.wait(1.0)
+                    self.work_event.clear()
+                    continue
+                if queued < self.settings.batch_size and q.max_wait_seconds > 0:
+                    self.stop_event.wait(q.max_wait_seconds)  # let a burst fill the batch
+                result = self.worker.run_batch()
+                if result.claimed:
+                    log.info("captioned %d, retrying %d, failed %d", result.captioned, result.retrying,
+                             result.failed)
+            except Exception:
+                self.errors += 1
+                log.exception("worker batch failed; continuing")
+                self.stop_event.wait(min(2.0 * self.errors, 30.0))
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def reconcile(self) -> None:
+        recovered = recover_stale(self.engine)
+        if recovered:
+            log.info("requeued %d job(s) left running by a previous process", recovered)
+        report = scan(self.engine, self.folders, self.settings)
+        log.info("reconciled %d file(s): %s, %d missing", report.found,
+                 ", ".join(f"{k} {v}" for k, v in report.outcomes.items() if v), report.missing)
+        self.work_event.set()
+
+    def _observer(self):
+        if self.settings.watch.polling:
+            return PollingObserver(timeout=self.settings.watch.poll_interval)
+        return Observer()
+
+    def run(self, *, install_signals: bool = True, ready: threading.Event | None = None) -> int:
+        self.lock.acquire()
+        observer = self._observer()
+        threads: list[threading.Thread] = []
+        try:
+            if install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, lambda *_: self.stop())
+            handler = ArrivalHandler(self.tracker, self.settings.watch, self._gone)
+            for folder in self.folders:
+                observer.schedule(handler, str(folder), recursive=True)
+            observer.start()  # watch first, so nothing arriving during reconciliation is missed
+            self.reconcile()
+            threads = [
+                threading.Thread(target=self.tracker.run, args=(self.stop_event,), name="arrivals", daemon=True),
+                threading.Thread(target=self._work, name="worker", daemon=True),
+            ]
+            for thread in threads:
+                thread.start()
+            log.info("watching %s (%s observer)", ", ".join(map(str, self.folders)),
+                     "polling" if self.settings.watch.polling else "native")
+            if ready is not None:
+                ready.set()
+            while not self.stop_event.wait(0.5):
+                pass
+        finally:
+            self.stop_event.set()
+            self.work_event.set()
+            observer.stop()
+            deadline = time.monotonic() + self.stop_timeout
+            for thread in threads:
+                thread.join(max(deadline - time.monotonic(), 0))
+            if any(t.is_alive() for t in threads):
+                released = self.release_leases()
+                log.warning("stopped before the batch in hand finished; released %d job(s)", released)
+            else:
+                self.worker.close()
+            observer.join(5)
+            self.lock.release()
+            log.info("stopped")
+        return 0
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.work_event.set()
+
+    def release_leases(self) -> int:
+        """Give our running jobs back to the queue (their captions were not committed)."""
+        with write_session(self.engine) as session:
+            result = session.execute(
+                sa.update(Job).where(Job.lease_owner == self.owner, Job.state == "running")
+                .values(state="pending", lease_owner=None, lease_expires=None, attempts=Job.attempts - 1)
+            )
+        return result.rowcount
