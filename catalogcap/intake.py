@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from catalogcap import images
-from catalogcap.fingerprint import sha256_file
+from catalogcap.fingerprint import fingerprint_file
 from catalogcap.settings import Settings
 from catalogcap.store.database import write_session
 from catalogcap.store.models import Asset, AssetPath, utcnow
@@ -121,7 +121,7 @@ def register(session: Session, path: Path, settings: Settings) -> Registered:
         return Registered(path, "unchanged", known.asset_id)
     limits = {"max_pixels": settings.max_pixels, "max_bytes": int(settings.max_file_mb * 2**20)}
     try:
-        fingerprint = sha256_file(path)
+        fingerprint = fingerprint_file(path)
     except OSError as exc:
         return Registered(path, "rejected", None, f"unreadable: {exc.strerror or exc}")
     previous_asset_id = known.asset_id if known is not None else None

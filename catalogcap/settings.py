@@ -99,6 +99,78 @@ class QueueSettings(Section):
     )
 
 
+class TrainingSettings(Section):
+    schedule: str = Field("0 2 * * *", description="Cron schedule of the daemon's training round (local time).")
+    min_new_corrections: int = Field(
+        50, ge=0, description="Reviewed captions needed since the last round before a new one is worth it."
+    )
+    val_percent: float = Field(
+        20.0, gt=0, lt=100, description="Share of images held out for evaluation (chosen stably by fingerprint)."
+    )
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["query", "value"],
+        description="LoRA targets: text decoder self- and cross-attention; add \"qkv\" for the vision encoder.",
+    )
+    rank: int = Field(16, ge=1, le=256, description="LoRA rank.")
+    alpha: float = Field(32.0, gt=0, description="LoRA alpha (scale = alpha / rank).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
+    lr: float = Field(1e-3, gt=0, le=1, description="Peak learning rate (AdamW, linear warm-up and decay).")
+    epochs: int = Field(3, ge=1, le=1000, description="Passes over the training set.")
+    batch_size: int = Field(16, ge=1, le=4096, description="Examples per optimizer micro-batch.")
+    grad_accum: int = Field(1, ge=1, le=1024, description="Micro-batches per optimizer step.")
+    max_steps: int = Field(0, ge=0, description="Stop after this many optimizer steps (0: no limit).")
+    seed: int = Field(42, description="Seed for shuffling, dropout and init: same data + seed, same adapter.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory on CUDA.")
+    gate_metric: Literal["CIDEr", "BLEU-4", "METEOR", "ROUGE-L"] = Field(
+        "CIDEr", description="Metric a candidate must improve to be promoted."
+    )
+    gate_margin: float = Field(0.01, ge=0, description="Least improvement (absolute) of the gate metric.")
+    eval_kinds: list[Literal["alt_text", "description"]] = Field(
+        default_factory=lambda: ["alt_text", "description"], description="Caption kinds trained and evaluated."
+    )
+
+
+class ApiSettings(Section):
+    host: str = Field(
+        "127.0.0.1", min_length=1,
+        description="Address `catalogcap serve` binds to; keep loopback unless TLS is in front.",
+    )
+    port: int = Field(8765, ge=1, le=65535, description="Port `catalogcap serve` listens on.")
+    worker: bool = Field(
+        True, description="Run a captioning worker inside `catalogcap serve` (off when `watch` captions)."
+    )
+    roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders whose images clients may register by server path; empty turns that off.",
+    )
+    upload_folder: str = Field(
+        "uploads", min_length=1, description="Folder under home where uploads are kept, named by sha256."
+    )
+    max_upload_mb: float = Field(50.0, gt=0, le=4096, description="Largest upload (MiB); bigger gets 413.")
+    max_upload_pixels: int = Field(
+        100_000_000, ge=1, description="Uploaded or registered images with more pixels than this get 413."
+    )
+    max_wait_seconds: float = Field(
+        60.0, ge=0, le=600, description="Longest long-poll (`?wait=`) a client may ask for."
+    )
+    page_size: int = Field(100, ge=1, le=1000, description="Captions per page when a client gives no limit.")
+    public_docs: bool = Field(
+        True, description="Serve /docs and /openapi.json without a token (they describe, hold no data)."
+    )
+
+    @field_validator("upload_folder")
+    @classmethod
+    def _inside_home(cls, value: str) -> str:
+        if Path(value).is_absolute() or ".." in Path(value).parts:
+            raise ValueError("must be a relative folder name inside home, without '..'")
+        return value
+
+    @field_validator("roots", mode="after")
+    @classmethod
+    def _absolute_roots(cls, value: list[Path]) -> list[Path]:
+        return [root.expanduser().absolute() for root in value]
+
+
 class Settings(BaseSettings):
     """Everything catalogcap can be told; `catalogcap config show` prints it with sources."""
 
@@ -134,6 +206,8 @@ class Settings(BaseSettings):
     generation: Generation = Field(default_factory=Generation, description="Generation settings per caption kind.")
     watch: WatchSettings = Field(default_factory=WatchSettings, description="The watch daemon.")
     queue: QueueSettings = Field(default_factory=QueueSettings, description="The captioning job queue.")
+    api: ApiSettings = Field(default_factory=ApiSettings, description="The HTTP API (catalogcap serve).")
+    training: TrainingSettings = Field(default_factory=TrainingSettings, description="Nightly LoRA training.")
 
     plugins: list[str] = Field(
         default_factory=lambda: ["*"],

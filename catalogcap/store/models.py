@@ -150,3 +150,35 @@ class Meta(SQLModel, table=True):
     __tablename__ = "meta"
     key: str = Field(primary_key=True, max_length=64)
     value: str
+
+
+class TrainingRun(SQLModel, table=True):
+    """One training round: its data, the candidate, both evaluations and the decision."""
+
+    __tablename__ = "training_runs"
+    id: str = Field(primary_key=True, max_length=64)
+    state: str = Field(default="running", max_length=16, index=True)  # running|finished|failed|skipped
+    trigger: str = Field(default="manual", max_length=16)  # manual|schedule
+    started_at: datetime = _ts()
+    finished_at: datetime | None = _ts(nullable=True)
+    pid: int | None = None
+    adapter_id: str | None = Field(default=None, max_length=64)
+    promoted: bool = False
+    reason: str | None = None
+    train_size: int = 0
+    val_size: int = 0
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    config: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token of the HTTP API; only the sha256 of the whole token is stored."""
+
+    __tablename__ = "api_tokens"
+    id: str = Field(primary_key=True, max_length=16)  # the public part of the token, shown in listings
+    name: str = Field(max_length=128, index=True)
+    scope: str = Field(max_length=16)
+    token_hash: str = Field(max_length=64)
+    created_at: datetime = _ts()
+    last_used_at: datetime | None = _ts(nullable=True)
+    revoked_at: datetime | None = _ts(nullable=True)

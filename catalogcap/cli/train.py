@@ -1,0 +1,188 @@
+"""`catalogcap train`, `catalogcap adapters ...` and `catalogcap recaption`."""
+
+from __future__ import annotations
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from catalogcap.cli.app import App, pass_app
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(train)
+    cli.add_command(adapters)
+    cli.add_command(recaption)
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Print dataset sizes and what would run; train nothing.")
+@click.option("--force", is_flag=True, help="Ignore training.min_new_corrections.")
+@click.option("--resume", is_flag=True, help="Continue the last interrupted round from its checkpoint.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the decision.")
+@click.option("--epochs", type=int, help="Override training.epochs.")
+@click.option("--lr", type=float, help="Override training.lr.")
+@click.option("--rank", type=int, help="Override training.rank.")
+@click.option("--max-steps", type=int, help="Override training.max_steps.")
+@click.option("--batch-size", "train_batch", type=int, help="Override training.batch_size.")
+@click.option("--trigger", type=click.Choice(["manual", "schedule"]), default="manual", hidden=True)
+@pass_app
+def train(app: App, dry_run: bool, force: bool, resume: bool, as_json: bool, epochs, lr, rank, max_steps,
+          train_batch, trigger: str) -> None:
+    """Run one training round now: train a LoRA adapter on reviewed captions, evaluate it
+    against the active one on the held-out set, and promote it only if it is better."""
+    for key, value in (("epochs", epochs), ("lr", lr), ("rank", rank), ("max_steps", max_steps),
+                       ("batch_size", train_batch)):
+        if value is not None:
+            app.overrides[f"training.{key}"] = value
+    from catalogcap.training.round import run_round
+
+    settings, engine = app.settings, app.engine
+    progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                        TimeElapsedColumn(), console=app.err, disable=as_json or not app.err.is_terminal,
+                        transient=True)
+    task = progress.add_task("train", total=None, loss="-")
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        progress.update(task, completed=step, total=total, loss=f"{loss:.3f}")
+
+    with progress:
+        result = run_round(engine, settings, force=force, resume=resume, dry_run=dry_run, trigger=trigger,
+                           on_step=on_step)
+    if result.promoted:
+        from catalogcap.plugins import hooks_for
+        from catalogcap.training import registry
+
+        hooks_for(app).adapter_promoted(registry.get(engine, result.adapter))
+    if as_json:
+        data = result.to_json()
+        for side in ("candidate", "active"):
+            data[side] = {k: v for k, v in data[side].items() if k != "samples"}
+        app.json(data)
+        return
+    app.console.print(f"train {result.train_size} / held out {result.val_size} "
+                      f"(missing images {result.extra.get('missing', 0)}, new reviews {result.extra.get('new_corrections')})")
+    if result.candidate:
+        table = Table(title="held-out evaluation")
+        table.add_column("metric")
+        table.add_column(f"active ({result.active_adapter or 'base model'})", justify="right")
+        table.add_column(f"candidate ({result.adapter})", justify="right")
+        for metric in ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "alt_text_rule_pass"):
+            a, c = result.active.get(metric), result.candidate.get(metric)
+            table.add_row(metric, "-" if a is None else f"{a:.4f}", "-" if c is None else f"{c:.4f}")
+        app.console.print(table)
+    colour = "green" if result.promoted else "yellow"
+    app.console.print(f"[{colour}]{'promoted' if result.promoted else 'not promoted'}[/{colour}]: {result.reason}")
+
+
+@click.group()
+def adapters() -> None:
+    """The adapter registry: list, show, promote, roll back, delete."""
+
+
+def _adapter_json(a) -> dict:
+    return {"id": a.id, "state": a.state, "base_model": a.base_model, "parent": a.parent_id, "path": a.path,
+            "created_at": a.created_at.isoformat(), "promoted_at": a.promoted_at.isoformat() if a.promoted_at else None,
+            "gate": (a.metrics or {}).get("gate"),
+            "cider": ((a.metrics or {}).get("candidate") or {}).get("CIDEr")}
+
+
+@adapters.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_app
+def adapters_list(app: App, as_json: bool) -> None:
+    """Every adapter, newest first, with its state and held-out CIDEr."""
+    from catalogcap.training import registry
+
+    rows = registry.list_all(app.engine)
+    if as_json:
+        app.json([_adapter_json(a) for a in rows])
+        return
+    table = Table(title=f"{len(rows)} adapters")
+    for column in ("id", "state", "parent", "CIDEr", "created", "promoted"):
+        table.add_column(column)
+    for a in rows:
+        d = _adapter_json(a)
+        table.add_row(a.id, a.state, a.parent_id or "", "-" if d["cider"] is None else f"{d['cider']:.4f}",
+                      d["created_at"][:19], (d["promoted_at"] or "")[:19])
+    app.console.print(table)
+
+
+@adapters.command("show")
+@click.argument("adapter_id")
+@pass_app
+def adapters_show(app: App, adapter_id: str) -> None:
+    """Everything recorded about one adapter (metrics, settings, promotion)."""
+    from catalogcap.training import registry
+
+    a = registry.get(app.engine, adapter_id)
+    app.json({**_adapter_json(a), "metrics": a.metrics, "config": a.config})
+
+
+@adapters.command("promote")
+@click.argument("adapter_id")
+@click.option("--reason", default="manual promotion", show_default=True)
+@pass_app
+def adapters_promote(app: App, adapter_id: str, reason: str) -> None:
+    """Make ADAPTER_ID active now, bypassing the gate (recorded as manual)."""
+    from catalogcap.plugins import hooks_for
+    from catalogcap.training import registry
+
+    adapter = registry.promote(app.engine, adapter_id, reason=reason, manual=True)
+    hooks_for(app).adapter_promoted(adapter)
+    app.console.print(f"adapter {adapter.id} is active")
+
+
+@adapters.command("rollback")
+@pass_app
+def adapters_rollback(app: App) -> None:
+    """Go back to the adapter that was active before the current one (or the base model)."""
+    from catalogcap.training import registry
+
+    previous = registry.rollback(app.engine)
+    app.console.print(f"active: {previous.id if previous else 'none (base model)'}")
+
+
+@adapters.command("delete")
+@click.argument("adapter_id")
+@pass_app
+def adapters_delete(app: App, adapter_id: str) -> None:
+    """Delete an adapter's files (never the active one); its record stays for traceability."""
+    from catalogcap.training import registry
+
+    registry.delete(app.engine, adapter_id)
+    app.console.print(f"adapter {adapter_id} deleted")
+
+
+@click.command()
+@click.option("--state", type=click.Choice(["pending"]), default="pending", show_default=True,
+              help="Which captions to redo (reviewed ones are never overwritten).")
+@click.option("--now/--queue-only", default=True, help="Caption right away, or leave it to `watch`.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_app
+def recaption(app: App, state: str, now: bool, as_json: bool) -> None:
+    """Caption images whose captions are still pending again, with the active adapter."""
+    from sqlmodel import select
+
+    from catalogcap.store.database import write_session
+    from catalogcap.store.models import Caption
+    from catalogcap.store.queue import enqueue
+    from catalogcap.worker import Worker
+
+    with write_session(app.engine) as session:
+        asset_ids = sorted(set(session.exec(select(Caption.asset_id).where(Caption.state == state)).all()))
+        for asset_id in asset_ids:
+            enqueue(session, asset_id)
+    captioned = 0
+    if now and asset_ids:
+        from catalogcap.plugins import hooks_for
+
+        worker = Worker(app.engine, app.settings, on_captions=hooks_for(app).captions_created)
+        try:
+            captioned = worker.drain().captioned
+        finally:
+            worker.close()
+    if as_json:
+        app.json({"queued": len(asset_ids), "captioned": captioned})
+    else:
+        app.console.print(f"{len(asset_ids)} image(s) queued, {captioned} captioned")

@@ -1,0 +1,1 @@
+"""Nightly LoRA training: dataset from reviews, peft training, evaluation, gated promotion."""
