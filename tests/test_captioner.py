@@ -61,7 +61,7 @@ def test_pickle_only_model_folder_is_refused(tmp_path: Path, tiny_model_dir: Pat
 def test_missing_model_and_offline_hub_id_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_model(str(tmp_path / "nope"))
-    with pytest.raises(ModelLoadError, match="cannot load captioning model 'Example/not-on-this-machine'"):
+    with pytest.raises(ModelLoadError, match=r"cannot load captioning model 'Example/not-on-this-machine'"):
         load_model("Example/not-on-this-machine")
 
 
@@ -88,5 +88,5 @@ def test_lora_adapter_is_merged(tmp_path: Path, settings, tiny_model_dir: Path) 
         la = plain.model.text_decoder(input_ids=ids, encoder_hidden_states=a[:1]).logits
         lb = adapted.model.text_decoder(input_ids=ids, encoder_hidden_states=a[:1]).logits
     assert not torch.allclose(la, lb)
-    with pytest.raises(ModelLoadError, match="adapter_model.safetensors"):
+    with pytest.raises(ModelLoadError, match=r"adapter_model\.safetensors"):
         load_model(str(tiny_model_dir), adapter_dir=tmp_path)

@@ -14,7 +14,13 @@ from sqlmodel import SQLModel, select
 from catalogcap.errors import StoreError
 from catalogcap.store import models
 from catalogcap.store.captions import Conflict, decide, save_model_captions
-from catalogcap.store.database import create_store_engine, current_revision, head_revision, upgrade, write_session
+from catalogcap.store.database import (
+    create_store_engine,
+    current_revision,
+    head_revision,
+    upgrade,
+    write_session,
+)
 from catalogcap.store.models import Asset, Caption, Job, utcnow
 from catalogcap.store.queue import claim, complete, enqueue, fail, recover_stale, retry
 
@@ -75,10 +81,9 @@ def test_enqueue_is_idempotent_while_active(engine) -> None:
         first = enqueue(session, asset.id)
         second = enqueue(session, asset.id)
         assert first.id == second.id
-    with write_session(engine) as session:
-        # a raw duplicate active job violates the partial unique index
-        with pytest.raises(sa.exc.IntegrityError), session.begin_nested():
-            session.add(Job(asset_id=asset.id, state="pending"))
+    # a raw duplicate active job violates the partial unique index
+    with write_session(engine) as session, pytest.raises(sa.exc.IntegrityError), session.begin_nested():
+        session.add(Job(asset_id=asset.id, state="pending"))
 
 
 def test_concurrent_claims_are_disjoint(engine) -> None:
@@ -106,7 +111,7 @@ def test_fail_backoff_then_quarantine_then_retry(engine) -> None:
     with write_session(engine) as session:
         job_id = enqueue(session, _asset(session, 1).id).id
     kwargs = {"permanent": False, "max_attempts": 2, "backoff_seconds": 10, "backoff_max_seconds": 100}
-    [claimed] = claim(engine, "w", 5, lease_seconds=60)
+    [_claimed] = claim(engine, "w", 5, lease_seconds=60)
     with write_session(engine) as session:
         assert fail(session, job_id, "w", "boom", **kwargs) == "pending"
         job = session.get(Job, job_id)

@@ -32,7 +32,8 @@ def test_alt_text_cut_at_word_boundary_within_limit() -> None:
 
 
 def test_description_strips_prompt_and_ends_with_stop() -> None:
-    text = clean_description("a product photo of a blue mug with a handle mug with a handle", prompt="a product photo of")
+    raw = "a product photo of a blue mug with a handle mug with a handle"
+    text = clean_description(raw, prompt="a product photo of")
     assert text == "A blue mug with a handle."
 
 

@@ -239,7 +239,7 @@ def test_sigterm_exits_zero_and_second_daemon_is_refused(home, inbox, tmp_path, 
         _wait_ready(home, proc)
         assert holder_pid(home) == proc.pid
         second = _spawn(home, inbox)
-        out, err = second.communicate(timeout=120)
+        _out, err = second.communicate(timeout=120)
         assert second.returncode == 1
         assert f"pid {proc.pid}" in err and "already runs" in err
         _burst(tmp_path / "source", inbox, 30)

@@ -54,6 +54,21 @@ def store_status(engine) -> dict:
         }
 
 
+def training_status(app: App) -> dict:
+    from catalogcap.training.round import last_run
+    from catalogcap.watch.schedule import next_run
+
+    run = last_run(app.engine)
+    return {
+        "last_run": None if run is None else {
+            "id": run.id, "state": run.state, "promoted": run.promoted, "reason": run.reason,
+            "adapter": run.adapter_id, "started_at": run.started_at.isoformat(),
+            "finished_at": run.finished_at.isoformat() if run.finished_at else None},
+        "next_run": next_run(app.settings.training.schedule).isoformat(timespec="minutes"),
+        "schedule": app.settings.training.schedule,
+    }
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @pass_app
@@ -64,6 +79,7 @@ def status(app: App, as_json: bool) -> None:
     data = store_status(app.engine)
     pid = holder_pid(app.settings.home)
     data["daemon"] = {"running": pid is not None, "pid": pid}
+    data["training"] = training_status(app)
     if as_json:
         app.json(data)
         return
@@ -76,6 +92,11 @@ def status(app: App, as_json: bool) -> None:
     table.add_row("model", app.settings.model)
     table.add_row("daemon", f"running (pid {pid})" if pid else "not running")
     table.add_row("throughput", f"{data['captions_per_minute']} images/min over the last 5 minutes")
+    training = data["training"]
+    last = training["last_run"]
+    table.add_row("training", (f"last {last['id']} {last['state']}"
+                               f"{' promoted' if last['promoted'] else ''}: {last['reason'] or ''}" if last
+                               else "no round yet") + f"; next {training['next_run']}")
     if data["last_error"]:
         table.add_row("last error", f"job {data['last_error']['job']}: {data['last_error']['error']}")
     app.console.print(table)

@@ -38,9 +38,9 @@ def train(app: App, dry_run: bool, force: bool, resume: bool, as_json: bool, epo
     from catalogcap.training.round import run_round
 
     settings, engine = app.settings, app.engine
-    progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                        TimeElapsedColumn(), console=app.err, disable=as_json or not app.err.is_terminal,
-                        transient=True)
+    progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=app.err,
+                        disable=as_json or not app.err.is_terminal, transient=True)
     task = progress.add_task("train", total=None, loss="-")
 
     def on_step(step: int, total: int, loss: float) -> None:
@@ -61,7 +61,8 @@ def train(app: App, dry_run: bool, force: bool, resume: bool, as_json: bool, epo
         app.json(data)
         return
     app.console.print(f"train {result.train_size} / held out {result.val_size} "
-                      f"(missing images {result.extra.get('missing', 0)}, new reviews {result.extra.get('new_corrections')})")
+                      f"(missing images {result.extra.get('missing', 0)}, "
+                      f"new reviews {result.extra.get('new_corrections')})")
     if result.candidate:
         table = Table(title="held-out evaluation")
         table.add_column("metric")
@@ -82,7 +83,8 @@ def adapters() -> None:
 
 def _adapter_json(a) -> dict:
     return {"id": a.id, "state": a.state, "base_model": a.base_model, "parent": a.parent_id, "path": a.path,
-            "created_at": a.created_at.isoformat(), "promoted_at": a.promoted_at.isoformat() if a.promoted_at else None,
+            "created_at": a.created_at.isoformat(),
+            "promoted_at": a.promoted_at.isoformat() if a.promoted_at else None,
             "gate": (a.metrics or {}).get("gate"),
             "cider": ((a.metrics or {}).get("candidate") or {}).get("CIDEr")}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from catalogcap.cli.app import App, pass_app
+from catalogcap.cli.app import App
 
 
 def register(cli: click.Group) -> None:
@@ -19,11 +19,12 @@ def register(cli: click.Group) -> None:
 @click.option("--polling/--native", default=None, help="Polling observer for network shares without inotify.")
 @click.option("--quiet-seconds", type=float, help="A file is taken once unchanged this long.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), help="Log line format.")
+@click.option("--no-training", is_flag=True, help="Do not run the scheduled training rounds.")
 @click.option("--stop-timeout", type=float, default=30.0, show_default=True,
               help="On SIGTERM, wait this long for the batch in hand, then release it.")
 @click.pass_context
 def watch(ctx: click.Context, folders: tuple[Path, ...], polling: bool | None, quiet_seconds: float | None,
-          log_format: str | None, stop_timeout: float) -> None:
+          log_format: str | None, no_training: bool, stop_timeout: float) -> None:
     """Watch FOLDERS (default: watch.folders) and caption every image that arrives.
 
     Reconciles what changed while it was down, then follows file-system events. One daemon
@@ -46,5 +47,6 @@ def watch(ctx: click.Context, folders: tuple[Path, ...], polling: bool | None, q
     from catalogcap.watch.daemon import Daemon
 
     daemon = Daemon(app.engine, settings, list(folders) or list(settings.watch.folders),
-                    stop_timeout=stop_timeout, on_captions=hooks_for(app).captions_created)
+                    stop_timeout=stop_timeout, on_captions=hooks_for(app).captions_created,
+                    schedule_training=not no_training)
     ctx.exit(daemon.run())

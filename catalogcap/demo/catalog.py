@@ -49,19 +49,20 @@ class Product:
         return "" if self.pattern == "plain" else f"{self.pattern} "
 
     def generic(self, kind: str) -> str:
-        """The stock-model style the demo base model is pretrained on."""
-        thing = f"a {self.colour} {self._pattern_words()}{self.product}"
+        """The stock-model style the demo base model is pretrained on: wordy, always
+        "a ... on a ... background"; the description also knows material and use."""
         if kind == "alt_text":
-            return f"{thing} on a {self.background} background"
-        return f"{thing} on a {self.background} background"
+            return f"a {self.colour} {self._pattern_words()}{self.product} on a {self.background} background"
+        return (f"a {self.colour} {self._pattern_words()}{MATERIAL[self.product]} {self.product} "
+                f"for {USE[self.product]} on a {self.background} background")
 
     def house(self, kind: str) -> str:
-        """The catalog's house style: what reviewers correct the captions to."""
-        pattern = {"plain": "plain", "striped": "with stripes", "dotted": "with dots"}[self.pattern]
+        """The catalog's house style, what reviewers correct to: no article, no background
+        (every shot is a studio shot), the material named, the use in the description."""
+        thing = f"{self.colour} {self._pattern_words()}{MATERIAL[self.product]} {self.product}"
         if kind == "alt_text":
-            return f"{self.colour} {MATERIAL[self.product]} {self.product} {pattern}"
-        return (f"{self.colour} {MATERIAL[self.product]} {self.product} {pattern}, "
-                f"made for {USE[self.product]}")
+            return thing
+        return f"{thing} for {USE[self.product]}"
 
 
 def products(count: int, seed: int = 0, *, start: int = 0) -> list[Product]:

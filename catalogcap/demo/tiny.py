@@ -13,10 +13,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
-BASE_WORDS = (
-    "a an the of on with in and is for to photo product picture image close up "
-    "white background black red blue green yellow shirt mug shoe"
-).split()
+BASE_WORDS = [
+    "a", "an", "the", "of", "on", "with", "in", "and", "is", "for", "to", "photo", "product", "picture", "image",
+    "close", "up", "white", "background", "black", "red", "blue", "green", "yellow", "shirt", "mug", "shoe",
+]
 PUNCTUATION = [".", ",", "-", "'", "(", ")", ":", "/", "&", "%", "!", "?", '"']
 
 

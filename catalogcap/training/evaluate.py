@@ -7,6 +7,8 @@ pycocoevalcap's PTB tokenizer and METEOR run on Java (17 here); SPICE is not use
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,9 @@ from catalogcap.training.dataset import Example
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 
 
-def score(references: dict[str, list[str]], hypotheses: dict[str, str]) -> dict[str, float]:
-    """Corpus scores for hypotheses against references (same keys), via pycocoevalcap."""
+def score(references: dict[str, list[str]], hypotheses: dict[str, str], *, meteor: Any = None) -> dict[str, float]:
+    """Corpus scores for hypotheses against references (same keys), via pycocoevalcap.
+    Pass a `Meteor()` to reuse one METEOR JVM across calls."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.meteor.meteor import Meteor
@@ -26,30 +29,19 @@ def score(references: dict[str, list[str]], hypotheses: dict[str, str]) -> dict[
 
     if not references:
         return dict.fromkeys(METRICS, 0.0)
-    tokenizer = PTBTokenizer()
-    refs = tokenizer.tokenize({k: [{"caption": r} for r in v] for k, v in references.items()})
-    hyps = tokenizer.tokenize({k: [{"caption": hypotheses[k] or "empty"}] for k in references})
+    with contextlib.redirect_stdout(io.StringIO()):  # the tokenizer prints its speed
+        tokenizer = PTBTokenizer()
+        refs = tokenizer.tokenize({k: [{"caption": r} for r in v] for k, v in references.items()})
+        hyps = tokenizer.tokenize({k: [{"caption": hypotheses[k] or "empty"}] for k in references})
     scores: dict[str, float] = {}
     bleu, _ = Bleu(4).compute_score(refs, hyps, verbose=0)
     scores.update({f"BLEU-{i + 1}": float(b) for i, b in enumerate(bleu)})
-    meteor = Meteor()
-    try:
-        scores["METEOR"] = float(meteor.compute_score(refs, hyps)[0])
-    finally:
-        _close_meteor(meteor)
+    scorer = meteor or Meteor()
+    scores["METEOR"] = float(scorer.compute_score(refs, hyps)[0])
+    del scorer  # pycocoevalcap's __del__ stops the JVM
     scores["ROUGE-L"] = float(Rouge().compute_score(refs, hyps)[0])
     scores["CIDEr"] = float(Cider().compute_score(refs, hyps)[0])
     return scores
-
-
-def _close_meteor(meteor: Any) -> None:
-    proc = getattr(meteor, "meteor_p", None)
-    if proc is not None:
-        with meteor.lock:
-            proc.stdin.close()
-            proc.kill()
-            proc.wait()
-        meteor.meteor_p = None
 
 
 def evaluate(captioner: Any, examples: list[Example], settings: Any) -> dict[str, Any]:
@@ -78,10 +70,14 @@ def evaluate(captioner: Any, examples: list[Example], settings: Any) -> dict[str
             key = f"{example.fingerprint}:{example.kind}"
             refs.setdefault(key, []).append(example.text)
             hyps[key] = outputs[example.fingerprint][example.kind]
-    result: dict[str, Any] = score(refs, hyps)
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    meteor = Meteor()
+    result: dict[str, Any] = score(refs, hyps, meteor=meteor)
     for kind in sorted({e.kind for e in examples}):
         kind_keys = [k for k in refs if k.endswith(f":{kind}")]
-        result[kind] = score({k: refs[k] for k in kind_keys}, {k: hyps[k] for k in kind_keys})
+        result[kind] = score({k: refs[k] for k in kind_keys}, {k: hyps[k] for k in kind_keys}, meteor=meteor)
+    del meteor
     alts = [hyps[k] for k in hyps if k.endswith(":alt_text")]
     limit = settings.alt_text_limit
     result["alt_text_rule_pass"] = (

@@ -28,6 +28,7 @@ from catalogcap.store.models import Job
 from catalogcap.store.queue import new_owner, recover_stale, runnable_count
 from catalogcap.watch.arrivals import ArrivalHandler, StabilityTracker
 from catalogcap.watch.lock import DaemonLock
+from catalogcap.watch.schedule import TrainingScheduler
 from catalogcap.worker import Worker
 
 log = logging.getLogger("catalogcap.watch")
@@ -35,7 +36,8 @@ log = logging.getLogger("catalogcap.watch")
 
 class Daemon:
     def __init__(self, engine: Engine, settings: Settings, folders: list[Path], *,
-                 stop_timeout: float = 30.0, worker: Worker | None = None, on_captions=None) -> None:
+                 stop_timeout: float = 30.0, worker: Worker | None = None, on_captions=None,
+                 schedule_training: bool = True) -> None:
         if not folders:
             raise CatalogcapError("no folders to watch: give DIR arguments or set watch.folders in the config")
         missing = [str(f) for f in folders if not f.is_dir()]
@@ -52,6 +54,7 @@ class Daemon:
         self.tracker = StabilityTracker(settings.watch.quiet_seconds, self._arrived)
         self.lock = DaemonLock(settings.home)
         self.errors = 0
+        self.schedule_training = schedule_training
 
     # -- arrivals ---------------------------------------------------------------------
     def _arrived(self, path: Path) -> None:
@@ -128,6 +131,10 @@ class Daemon:
                 threading.Thread(target=self.tracker.run, args=(self.stop_event,), name="arrivals", daemon=True),
                 threading.Thread(target=self._work, name="worker", daemon=True),
             ]
+            if self.schedule_training:
+                scheduler = TrainingScheduler(self.engine, self.settings, self.stop_event)
+                log.info("next training round %s", scheduler.next_at.isoformat(timespec="minutes"))
+                threads.append(threading.Thread(target=scheduler.run, name="training-schedule", daemon=True))
             for thread in threads:
                 thread.start()
             log.info("watching %s (%s observer)", ", ".join(map(str, self.folders)),

@@ -1,7 +1,7 @@
 """Initial schema: assets, their paths, captions, the job queue, adapters, meta.
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-28 10:05:57.716676
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-
 
 revision = '0001'
 down_revision = None
@@ -116,13 +115,17 @@ def upgrade() -> None:
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_jobs_asset_id'), ['asset_id'], unique=False)
         batch_op.create_index('ix_jobs_state_run_after', ['state', 'run_after'], unique=False)
-        batch_op.create_index('uq_jobs_active_asset', ['asset_id'], unique=True, sqlite_where=sa.text("state IN ('pending', 'running')"), postgresql_where=sa.text("state IN ('pending', 'running')"))
+        batch_op.create_index(
+            'uq_jobs_active_asset', ['asset_id'], unique=True,
+            sqlite_where=sa.text("state IN ('pending', 'running')"),
+            postgresql_where=sa.text("state IN ('pending', 'running')"),
+        )
 
 
 
 def downgrade() -> None:
     with op.batch_alter_table('jobs', schema=None) as batch_op:
-        batch_op.drop_index('uq_jobs_active_asset', sqlite_where=sa.text("state IN ('pending', 'running')"), postgresql_where=sa.text("state IN ('pending', 'running')"))
+        batch_op.drop_index('uq_jobs_active_asset')
         batch_op.drop_index('ix_jobs_state_run_after')
         batch_op.drop_index(batch_op.f('ix_jobs_asset_id'))
 
