@@ -17,7 +17,6 @@ from catalogcap.cli.app import App
 from catalogcap.errors import CatalogcapError
 
 
-
 def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
     parsed: dict[str, Any] = {}
     for item in values:

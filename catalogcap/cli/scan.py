@@ -33,8 +33,8 @@ def scan(app: App, folders: tuple[Path, ...], as_json: bool, no_caption: bool) -
     Idempotent: unchanged files are skipped by size and mtime, moved or duplicated bytes
     are not captioned again, changed bytes are."""
     from catalogcap.intake import scan as scan_folders
-    from catalogcap.store.queue import recover_stale, runnable_count
     from catalogcap.store.database import read_session
+    from catalogcap.store.queue import recover_stale, runnable_count
     from catalogcap.worker import Worker
 
     settings, engine = app.settings, app.engine
