@@ -1,0 +1,120 @@
+"""Watch daemon latency: from a file's last write to its captions being committed.
+
+    python benchmarks/watch_latency.py [--files 1000] [--quiet-seconds 0.5] [--json]
+
+Runs the real daemon (watchdog observer, stability tracker, database queue, worker) in
+this process on a temporary home with a tiny BLIP, drops a burst of files into the
+watched folder, and reports p50/p95/max latency, plus the pipeline overhead per image
+excluding model time (intake + queue + decode + commit), and its ratio to the model time
+measured in the same run. Not a test: numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--quiet-seconds", type=float, default=0.5)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    import sqlalchemy as sa
+    from PIL import Image
+    from sqlmodel import select
+
+    from catalogcap.demo.tiny import build_tiny_blip
+    from catalogcap.settings import load_settings
+    from catalogcap.store.database import create_store_engine, read_session
+    from catalogcap.store.models import AssetPath, Job
+    from catalogcap.watch.daemon import Daemon
+    from catalogcap.worker import Worker
+
+    root = Path(tempfile.mkdtemp(prefix="catalogcap-bench-"))
+    build_tiny_blip(root / "model")
+    (root / "home").mkdir()
+    inbox = root / "inbox"
+    inbox.mkdir()
+    settings = load_settings({
+        "home": str(root / "home"), "model": str(root / "model"), "batch_size": args.batch_size,
+        "watch.quiet_seconds": args.quiet_seconds, "queue.max_wait_seconds": 0.2,
+        "generation.alt_text.max_new_tokens": 8, "generation.description.max_new_tokens": 12,
+    })
+    engine = create_store_engine(settings.db_url)
+    timings = {"model": 0.0, "batches": 0.0}
+    worker = Worker(engine, settings)
+    real_batch = worker.run_batch
+
+    def timed_batch(limit=None):
+        start = time.perf_counter()
+        result = real_batch(limit)
+        timings["batches"] += time.perf_counter() - start
+        return result
+
+    worker.run_batch = timed_batch  # type: ignore[method-assign]
+    captioner = worker.captioner()
+    real_caption = captioner.caption_images
+
+    def timed_caption(images):
+        start = time.perf_counter()
+        out = real_caption(images)
+        timings["model"] += time.perf_counter() - start
+        return out
+
+    captioner.caption_images = timed_caption  # type: ignore[method-assign]
+    daemon = Daemon(engine, settings, [inbox], worker=worker, schedule_training=False)
+    ready = threading.Event()
+    thread = threading.Thread(target=daemon.run, kwargs={"install_signals": False, "ready": ready}, daemon=True)
+    thread.start()
+    ready.wait(60)
+
+    written: dict[str, float] = {}
+    start = time.perf_counter()
+    for n in range(args.files):
+        path = inbox / f"img-{n:05d}.jpg"
+        Image.new("RGB", (64 + n % 40, 48 + n // 40 % 40), (n * 7 % 255, n * 13 % 255, n * 29 % 255)).save(path)
+        written[str(path)] = time.time()
+    burst = time.perf_counter() - start
+
+    def done() -> int:
+        with read_session(engine) as session:
+            return session.execute(select(sa.func.count()).select_from(Job).where(Job.state == "done")).scalar_one()
+
+    while done() < args.files:
+        time.sleep(0.2)
+    daemon.stop()
+    thread.join(60)
+    with read_session(engine) as session:
+        rows = session.execute(select(AssetPath.path, Job.finished_at).join(Job, Job.asset_id == AssetPath.asset_id)
+                               .where(Job.state == "done")).all()
+    latencies = sorted(finished.timestamp() - written[path] for path, finished in rows if path in written)
+    q = statistics.quantiles(latencies, n=100)
+    overhead = (timings["batches"] - timings["model"]) / args.files
+    result = {
+        "files": args.files, "burst_seconds": round(burst, 2), "quiet_seconds": args.quiet_seconds,
+        "p50_s": round(q[49], 3), "p95_s": round(q[94], 3), "max_s": round(latencies[-1], 3),
+        "overhead_ms_per_image": round(overhead * 1000, 2),
+        "model_ms_per_image": round(timings["model"] / args.files * 1000, 2),
+        "overhead_to_model_ratio": round(overhead / max(timings["model"] / args.files, 1e-9), 3),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>24}: {value}")
+
+
+if __name__ == "__main__":
+    main()
