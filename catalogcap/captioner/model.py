@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,9 @@ def merge_adapter(model: Any, adapter_dir: Path) -> Any:
     if not (adapter_dir / "adapter_model.safetensors").is_file():
         raise ModelLoadError(f"adapter folder {adapter_dir} has no adapter_model.safetensors")
     try:
-        peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # transformers' gradient-checkpointing rename
+            peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
     except Exception as exc:
         raise ModelLoadError(f"cannot load adapter {adapter_dir}: {type(exc).__name__}: {exc}") from None
     return peft_model.merge_and_unload()

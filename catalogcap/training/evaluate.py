@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,21 @@ from catalogcap.captioner.text import alt_text_warnings
 from catalogcap.training.dataset import Example
 
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+
+
+def _quiet_java() -> None:
+    """The PTB tokenizer's JVM reports its speed on stderr; keep the CLI output clean."""
+    import pycocoevalcap.tokenizer.ptbtokenizer as ptb
+
+    class _QuietSubprocess:
+        PIPE = subprocess.PIPE
+
+        @staticmethod
+        def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen:  # noqa: N802 (mirrors subprocess)
+            kwargs.setdefault("stderr", subprocess.DEVNULL)
+            return subprocess.Popen(*args, **kwargs)
+
+    ptb.subprocess = _QuietSubprocess  # type: ignore[assignment]
 
 
 def score(references: dict[str, list[str]], hypotheses: dict[str, str], *, meteor: Any = None) -> dict[str, float]:
@@ -29,6 +45,7 @@ def score(references: dict[str, list[str]], hypotheses: dict[str, str], *, meteo
 
     if not references:
         return dict.fromkeys(METRICS, 0.0)
+    _quiet_java()
     with contextlib.redirect_stdout(io.StringIO()):  # the tokenizer prints its speed
         tokenizer = PTBTokenizer()
         refs = tokenizer.tokenize({k: [{"caption": r} for r in v] for k, v in references.items()})
