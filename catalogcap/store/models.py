@@ -182,3 +182,9 @@ class ApiToken(SQLModel, table=True):
     created_at: datetime = _ts()
     last_used_at: datetime | None = _ts(nullable=True)
     revoked_at: datetime | None = _ts(nullable=True)
+
+
+# Keyset paging of captions by last change (API sync cursor) and the caption-latency metric's
+# scan of finished jobs; declared here so the models keep matching the migrations (0003).
+sa.Index("ix_captions_updated_at_id", Caption.__table__.c.updated_at, Caption.__table__.c.id)
+sa.Index("ix_jobs_finished_at_id", Job.__table__.c.finished_at, Job.__table__.c.id)

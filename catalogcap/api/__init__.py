@@ -1,0 +1,1 @@
+"""The HTTP API (`catalogcap serve`): FastAPI app factory in `catalogcap.api.app`."""
