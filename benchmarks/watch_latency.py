@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--quiet-seconds", type=float, default=0.5)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--trickle", type=int, default=20,
+                        help="After the burst, files dropped one at a time into an idle daemon.")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -94,20 +96,32 @@ def main() -> None:
 
     while done() < args.files:
         time.sleep(0.2)
+    idle: list[float] = []
+    for n in range(args.trickle):
+        path = inbox / f"single-{n:03d}.png"
+        Image.new("RGB", (80, 60), (n * 11 % 255, 90, 160)).save(path)
+        written[str(path)] = time.time()
+        while done() < args.files + n + 1:
+            time.sleep(0.02)
+        idle.append(time.time() - written[str(path)])
     daemon.stop()
     thread.join(60)
     with read_session(engine) as session:
         rows = session.execute(select(AssetPath.path, Job.finished_at).join(Job, Job.asset_id == AssetPath.asset_id)
                                .where(Job.state == "done")).all()
-    latencies = sorted(finished.timestamp() - written[path] for path, finished in rows if path in written)
+    latencies = sorted(finished.timestamp() - written[path] for path, finished in rows
+                       if path in written and "single-" not in path)
     q = statistics.quantiles(latencies, n=100)
-    overhead = (timings["batches"] - timings["model"]) / args.files
+    total = args.files + args.trickle
+    overhead = (timings["batches"] - timings["model"]) / total
     result = {
         "files": args.files, "burst_seconds": round(burst, 2), "quiet_seconds": args.quiet_seconds,
         "p50_s": round(q[49], 3), "p95_s": round(q[94], 3), "max_s": round(latencies[-1], 3),
+        "idle_p50_s": round(statistics.median(idle), 3) if idle else None,
+        "idle_max_s": round(max(idle), 3) if idle else None,
         "overhead_ms_per_image": round(overhead * 1000, 2),
-        "model_ms_per_image": round(timings["model"] / args.files * 1000, 2),
-        "overhead_to_model_ratio": round(overhead / max(timings["model"] / args.files, 1e-9), 3),
+        "model_ms_per_image": round(timings["model"] / total * 1000, 2),
+        "overhead_to_model_ratio": round(overhead / max(timings["model"] / total, 1e-9), 3),
     }
     if args.json:
         print(json.dumps(result))

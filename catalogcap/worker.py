@@ -77,7 +77,14 @@ class Worker:
 
     def captioner(self) -> Any:
         adapter = active_adapter(self.engine)
-        key = (adapter.id, adapter.path) if adapter else None
+        if adapter is not None and adapter.base_model != self.settings.model:
+            if self._adapter_key != ("mismatch", adapter.id):
+                log.warning("active adapter %s was trained for model %s, not %s; captioning without it",
+                            adapter.id, adapter.base_model, self.settings.model)
+            key: tuple[str, str] | None = ("mismatch", adapter.id)
+            adapter = None
+        else:
+            key = (adapter.id, adapter.path) if adapter else None
         if self._captioner is None or key != self._adapter_key:
             if self._captioner is not None:
                 log.info("active adapter changed to %s; reloading the captioner", key[0] if key else "none")

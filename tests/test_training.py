@@ -225,6 +225,11 @@ def test_rollback_and_worker_switches_live(after_round) -> None:
         registry.delete(engine, first.adapter)
     registry.delete(engine, "manual-2")
     assert not Path(second.path).exists() and registry.get(engine, "manual-2").state == "deleted"
+    # an adapter trained for another base model is never applied to this one
+    foreign = registry.register_candidate(engine, settings.home, Path(adapter.path), adapter_id="foreign",
+                                          base_model="Other/model", parent_id=None, metrics={}, config={})
+    registry.promote(engine, foreign.id, reason="test", manual=True)
+    assert worker.captioner().adapter_id is None
     worker.close()
 
 

@@ -51,12 +51,20 @@ class DemoResult:
 
 
 def demo_settings(home: Path, options: DemoOptions) -> Settings:
-    return load_settings({
-        "home": str(home), "model": options.model or str(DEMO_MODEL), "batch_size": 32,
-        "watch.quiet_seconds": 0.5, "queue.max_wait_seconds": 0.3,
-        "training.epochs": options.epochs, "training.lr": options.lr, "training.val_percent": 25,
-        "training.min_new_corrections": 0, "training.batch_size": 16,
-    })
+    """The demo's settings, also written to its home's config file so that any later
+    command on that home (`review`, `status`, `watch`) uses the same model."""
+    import tomli_w
+
+    values = {
+        "model": options.model or str(DEMO_MODEL), "batch_size": 32,
+        "watch": {"quiet_seconds": 0.5},
+        "queue": {"max_wait_seconds": 0.3},
+        "training": {"epochs": options.epochs, "lr": options.lr, "val_percent": 25.0,
+                     "min_new_corrections": 0, "batch_size": 16},
+    }
+    (home / "catalogcap.toml").write_text("# written by `catalogcap demo`\n" + tomli_w.dumps(values),
+                                          encoding="utf-8")
+    return load_settings({"home": str(home), "model": values["model"]})
 
 
 def _done(engine) -> int:
@@ -140,7 +148,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     result.seconds = time.perf_counter() - started
     console.rule(f"done in {result.seconds:.0f} s")
     console.print("Review the demo's captions yourself:\n"
-                  f"  CATALOGCAP_HOME={home} CATALOGCAP_MODEL={settings.model} catalogcap review\n"
+                  f"  CATALOGCAP_HOME={home} catalogcap review\n"
                   f"  CATALOGCAP_HOME={home} catalogcap status")
     return result
 
