@@ -2,21 +2,40 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
 from catalogcap.plugins.hookspecs import hookimpl
 
-__all__ = ["Hooks", "hookimpl", "hooks_for"]
+__all__ = ["Hooks", "hookimpl", "hooks_for", "plugin_failures"]
+
+log = logging.getLogger("catalogcap.plugins")
+FAILURE_KEY = "plugin_failures:"
 
 
 class Hooks:
-    """Fires hooks with snapshots read from the store; never raises into the caller."""
+    """Fires hooks with snapshots read from the store; never raises into the caller.
 
-    def __init__(self, engine: Any, enabled: list[str] | None = None) -> None:
+    Hooks run in the caller's thread; a plugin that raises is logged, counted in this
+    process and recorded in the store (`plugin_failures`), and the caller carries on."""
+
+    def __init__(self, engine: Any, enabled: list[str] | None = None, settings: Any = None) -> None:
         from catalogcap.plugins.manager import make_manager
 
         self.engine = engine
+        self._settings = settings
+        if enabled is None and settings is not None:
+            enabled = settings.plugins
         self.pm = make_manager(enabled)
+
+    @property
+    def settings(self) -> Any:
+        if self._settings is None:
+            from catalogcap.settings import load_settings
+
+            self._settings = load_settings()
+        return self._settings
 
     def _events(self, caption_ids: list[int]):
         from catalogcap.plugins.events import caption_events
@@ -25,39 +44,77 @@ class Hooks:
         with read_session(self.engine) as session:
             return caption_events(session, list(caption_ids))
 
-    def captions_created(self, caption_ids: list[int]) -> None:
-        from catalogcap.plugins.manager import call_safely, log
+    def _fire(self, hook_name: str, caption_ids: list[int], **kwargs: Any) -> None:
+        from catalogcap.plugins.manager import call_safely, failures
 
-        if not self.pm.hook.caption_created.get_hookimpls():
+        if not caption_ids or not getattr(self.pm.hook, hook_name).get_hookimpls():
             return
+        before = dict(failures)
         try:
+            settings = self.settings
             events = self._events(caption_ids)
-        except Exception as exc:
-            log.error("could not read captions for plugins: %s", exc)
+        except Exception as exc:  # a bad setting or the store gone for a moment: the caller carries on
+            log.error("plugins not called for captions %s: %s: %s", caption_ids[:5], type(exc).__name__, exc)
             return
         for event in events:
-            call_safely(self.pm, "caption_created", caption=event)
+            call_safely(self.pm, hook_name, caption=event, settings=settings, **kwargs)
+        self._record(before)
+
+    def captions_created(self, caption_ids: list[int]) -> None:
+        self._fire("caption_created", caption_ids)
 
     def captions_reviewed(self, caption_ids: list[int], decision: str) -> None:
-        from catalogcap.plugins.manager import call_safely, log
+        self._fire("caption_reviewed", caption_ids, decision=decision)
 
-        if not self.pm.hook.caption_reviewed.get_hookimpls():
-            return
-        try:
-            events = self._events(caption_ids)
-        except Exception as exc:
-            log.error("could not read captions for plugins: %s", exc)
-            return
-        for event in events:
-            call_safely(self.pm, "caption_reviewed", caption=event, decision=decision)
-
-    def adapter_promoted(self, adapter: Any) -> None:
+    def adapter_promoted(self, adapter_row: Any) -> None:
         from catalogcap.plugins.events import adapter_event
-        from catalogcap.plugins.manager import call_safely
+        from catalogcap.plugins.manager import call_safely, failures
 
-        call_safely(self.pm, "adapter_promoted", adapter=adapter_event(adapter))
+        before = dict(failures)
+        try:
+            event, settings = adapter_event(adapter_row), self.settings
+        except Exception as exc:
+            log.error("could not prepare adapter %s for plugins: %s", getattr(adapter_row, "id", "?"), exc)
+            return
+        call_safely(self.pm, "adapter_promoted", adapter=event, settings=settings)
+        self._record(before)
+
+    def _record(self, before: dict[str, int]) -> None:
+        """Add this call's failures to the store's per-plugin counters, best effort."""
+        from catalogcap.plugins.manager import failures, last_errors
+
+        new = {name: n - before.get(name, 0) for name, n in failures.items() if n > before.get(name, 0)}
+        if new:
+            try:
+                record_failures(self.engine, new, last_errors)
+            except Exception as exc:
+                log.error("could not record plugin failures %s in the store: %s", new, exc)
+
+
+def record_failures(engine: Any, new: dict[str, int], errors: dict[str, str]) -> None:
+    from catalogcap.store.database import write_session
+    from catalogcap.store.models import Meta, utcnow
+
+    with write_session(engine) as session:
+        for name, count in new.items():
+            row = session.get(Meta, FAILURE_KEY + name)
+            data = json.loads(row.value) if row else {"count": 0}
+            data.update(count=data["count"] + count, last_error=errors.get(name), at=utcnow().isoformat())
+            session.merge(Meta(key=FAILURE_KEY + name, value=json.dumps(data)))
+
+
+def plugin_failures(engine: Any) -> dict[str, dict[str, Any]]:
+    """Failures of each plugin recorded in the store by every process: {name: {count, last_error, at}}."""
+    from sqlmodel import col, select
+
+    from catalogcap.store.database import read_session
+    from catalogcap.store.models import Meta
+
+    with read_session(engine) as session:
+        rows = session.exec(select(Meta).where(col(Meta.key).startswith(FAILURE_KEY))).all()
+    return {row.key[len(FAILURE_KEY):]: json.loads(row.value) for row in rows}
 
 
 def hooks_for(app: Any) -> Hooks:
     """The dispatcher for a CLI invocation (plugins limited by the `plugins` setting)."""
-    return Hooks(app.engine, app.settings.plugins)
+    return Hooks(app.engine, app.settings.plugins, settings=app.settings)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from catalogcap.store.models import Adapter, Asset, AssetPath, Caption
+from catalogcap.store.models import KINDS, Adapter, Asset, AssetPath, Caption
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,22 @@ class AdapterEvent:
         return data
 
 
+CHUNK = 500  # ids per IN (...) query: well under SQLite's variable limit
+
+
 def caption_events(session: Session, caption_ids: list[int]) -> list[CaptionEvent]:
-    if not caption_ids:
-        return []
+    """Snapshots of the given captions (id order) with their asset's live paths."""
+    events: list[CaptionEvent] = []
+    ids = sorted(set(caption_ids))
+    for start in range(0, len(ids), CHUNK):
+        events.extend(_chunk(session, ids[start:start + CHUNK]))
+    return events
+
+
+def _chunk(session: Session, caption_ids: list[int]) -> list[CaptionEvent]:
     rows = session.exec(
-        select(Caption, Asset).join(Asset, col(Asset.id) == Caption.asset_id).where(col(Caption.id).in_(caption_ids))
-        .order_by(Caption.id)
+        select(Caption, Asset).join(Asset, col(Asset.id) == Caption.asset_id)
+        .where(col(Caption.id).in_(caption_ids)).order_by(Caption.id)
     ).all()
     asset_ids = {asset.id for _, asset in rows}
     paths: dict[int, list[str]] = {}
@@ -72,12 +84,25 @@ def caption_events(session: Session, caption_ids: list[int]) -> list[CaptionEven
     ).all():
         paths.setdefault(row.asset_id, []).append(row.path)
     return [
-        CaptionEvent(c.id, c.asset_id, a.fingerprint, tuple(paths.get(a.id, [])), c.kind, c.text, c.model_text,
-                     c.state, c.model, c.adapter_id, c.version, c.reviewer, c.reviewed_at, c.reject_reason,
-                     a.width, a.height, a.format)
+        CaptionEvent(c.id, c.asset_id, a.fingerprint, tuple(paths.get(a.id, [])), c.kind, c.text,
+                     c.model_text, c.state, c.model, c.adapter_id, c.version, c.reviewer, c.reviewed_at,
+                     c.reject_reason, a.width, a.height, a.format)
         for c, a in rows
     ]
 
 
+def select_caption_events(session: Session, *, states: Sequence[str] = ("accepted", "edited"),
+                          kinds: Sequence[str] = KINDS, folder: str | None = None) -> list[CaptionEvent]:
+    """Snapshots of every caption in `states` of `kinds` (optionally only images under `folder`)."""
+    query = select(Caption.id).where(col(Caption.state).in_(list(states)), col(Caption.kind).in_(list(kinds)))
+    if folder:
+        prefix = folder.rstrip("/") + "/"
+        query = query.where(sa.exists().where(AssetPath.asset_id == Caption.asset_id,
+                                              col(AssetPath.missing).is_(False),
+                                              col(AssetPath.path).startswith(prefix, autoescape=True)))
+    return caption_events(session, list(session.exec(query.order_by(Caption.id)).all()))
+
+
 def adapter_event(adapter: Adapter) -> AdapterEvent:
-    return AdapterEvent(adapter.id, adapter.base_model, adapter.path, dict(adapter.metrics), adapter.promoted_at)
+    return AdapterEvent(adapter.id, adapter.base_model, adapter.path, dict(adapter.metrics),
+                        adapter.promoted_at)

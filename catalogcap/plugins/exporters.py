@@ -1,4 +1,6 @@
-"""The jsonl and csv exporters: write caption events to a file (atomically) or stdout."""
+"""The jsonl and csv exporters, and the file helpers every exporter should use:
+`write_atomic` (temporary file in the same folder, then rename) and `safe_join` (a name
+taken from the catalog never leaves the folder the user gave)."""
 
 from __future__ import annotations
 
@@ -12,36 +14,71 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from catalogcap.errors import CatalogcapError, PathOutsideRoot
 from catalogcap.plugins.events import CaptionEvent
 
-CSV_FIELDS = ("id", "path", "fingerprint", "kind", "state", "text", "model_text", "model", "adapter", "reviewer",
-              "reviewed_at")
+CSV_FIELDS = ("id", "path", "fingerprint", "kind", "state", "text", "model_text", "model", "adapter",
+              "reviewer", "reviewed_at")
+Report = dict[str, Any]
 
 
-def write_atomic(dest: str | Path | None, text: str) -> None:
-    """Write to `dest` via a temporary file and rename ("-" or None: stdout)."""
+def safe_join(root: str | Path, relative: str | Path) -> Path:
+    """`root / relative`, refused when it would resolve (following `..` and symlinks) outside `root`."""
+    root_path = Path(root).resolve()
+    rel = Path(relative)
+    if rel.is_absolute() or not rel.parts:
+        raise PathOutsideRoot(f"{str(relative)!r} is not a relative file name inside {root_path}")
+    target = (root_path / rel).resolve()
+    if target == root_path or not target.is_relative_to(root_path):
+        raise PathOutsideRoot(f"{str(relative)!r} would be written to {target}, outside {root_path}; refused")
+    return target
+
+
+def write_atomic(dest: str | Path | None, data: str | bytes) -> None:
+    """Write to `dest` via a temporary file in the same folder and a rename ("-" or None: stdout).
+
+    Readers never see a half-written file, and a crash leaves the old file intact. The
+    file keeps the mode of the one it replaces (new files get 0644 less the umask)."""
     if dest in (None, "-"):
-        sys.stdout.write(text)
+        if isinstance(data, bytes):
+            sys.stdout.buffer.write(data)
+        else:
+            sys.stdout.write(data)
+        sys.stdout.flush()
         return
     dest = Path(dest)
+    if dest.is_dir():
+        raise CatalogcapError(f"cannot write {dest}: it is a folder; give a file name")
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, _mode_for(dest))
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def export_jsonl(events: Iterable[CaptionEvent], dest: str | Path | None, options: dict[str, Any]) -> dict[str, Any]:
+def _mode_for(dest: Path) -> int:
+    try:
+        return dest.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def export_jsonl(events: Iterable[CaptionEvent], dest: str | Path | None, options: dict[str, Any]) -> Report:
     lines = [json.dumps(event.to_json(), ensure_ascii=False) for event in events]
     write_atomic(dest, "".join(line + "\n" for line in lines))
     return {"written": len(lines), "dest": str(dest or "-")}
 
 
-def export_csv(events: Iterable[CaptionEvent], dest: str | Path | None, options: dict[str, Any]) -> dict[str, Any]:
+def export_csv(events: Iterable[CaptionEvent], dest: str | Path | None, options: dict[str, Any]) -> Report:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()

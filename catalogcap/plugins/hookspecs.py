@@ -1,4 +1,9 @@
-"""Every hook a catalogcap plugin can implement (pluggy, project name and entry-point group `catalogcap`)."""
+"""Every hook a catalogcap plugin can implement (pluggy, project name and entry-point group `catalogcap`).
+
+Event hooks run in the caller's thread (the daemon's worker, the review UI, the API) and
+must return quickly: hand slow work to a thread or an outbox. An implementation may take
+any subset of a hook's arguments.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,12 @@ hookimpl = pluggy.HookimplMarker("catalogcap")
 
 @hookspec
 def register_exporters(register):
-    """Call register(name, export_fn, description) for each exporter; export_fn(events, dest, options) -> dict."""
+    """Call register(name, export_fn, description); export_fn(events, dest, options) returns a report dict."""
+
+
+@hookspec
+def register_settings(register):
+    """Call register(section, model) to validate `[plugin_config.<section>]` with a pydantic model."""
 
 
 @hookspec
@@ -19,15 +29,15 @@ def register_commands(cli):
 
 
 @hookspec
-def caption_created(caption):
+def caption_created(caption, settings):
     """The model wrote a caption (a CaptionEvent), before any review."""
 
 
 @hookspec
-def caption_reviewed(caption, decision):
-    """A reviewer accepted, edited or rejected a caption (a CaptionEvent; decision is the action)."""
+def caption_reviewed(caption, decision, settings):
+    """A reviewer decided a caption (a CaptionEvent in its new state); decision: accept/edit/reject/reset."""
 
 
 @hookspec
-def adapter_promoted(adapter):
+def adapter_promoted(adapter, settings):
     """A newly trained adapter (an AdapterEvent) became the active one."""
