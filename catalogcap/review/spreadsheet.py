@@ -1,0 +1,193 @@
+"""The spreadsheet round trip: export captions to CSV, import the decisions made in it.
+
+Import is all-or-nothing: every row is checked first, and one bad row (unknown id or
+decision, an empty edit, alt text over the limit) means nothing is written and every bad
+row is listed by line. The good file is then applied in one transaction. A row whose
+caption already has that outcome is left alone, so importing the same file twice is
+harmless; a caption someone else decided differently since is skipped and reported,
+unless `overwrite` is given.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from catalogcap.errors import CatalogcapError
+from catalogcap.review.queue import Filters, page
+from catalogcap.store.captions import decide
+from catalogcap.store.database import read_session, write_session
+from catalogcap.store.models import Caption
+
+COLUMNS = ("caption_id", "path", "kind", "model_text", "final_text", "decision")
+REQUIRED = ("caption_id", "final_text", "decision")
+DECISIONS = ("accept", "edit", "reject")
+ENCODING = "utf-8-sig"  # a BOM makes Excel read UTF-8; reading with utf-8-sig accepts files with or without
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class BadRow:
+    line: int
+    problem: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.problem}"
+
+
+class ImportRejected(CatalogcapError):
+    """The file has bad rows; nothing was imported."""
+
+    def __init__(self, source: str, bad: list[BadRow]) -> None:
+        self.bad = bad
+        listing = "\n".join(f"  {row}" for row in bad)
+        super().__init__(
+            f"{source}: {len(bad)} bad row(s), nothing was imported; fix them and import again:\n{listing}"
+        )
+
+
+@dataclass(frozen=True)
+class Row:
+    line: int
+    caption_id: int
+    decision: str
+    final_text: str
+
+
+@dataclass
+class ImportReport:
+    applied: dict[str, list[int]] = field(default_factory=dict)  # decision -> caption ids
+    unchanged: int = 0
+    blank: int = 0  # rows without a decision
+    skipped: list[str] = field(default_factory=list)  # decided by someone else meanwhile
+
+    @property
+    def applied_count(self) -> int:
+        return sum(len(ids) for ids in self.applied.values())
+
+
+def export_csv(engine: Engine, out: TextIO, filters: Filters) -> int:
+    """Write the matching captions with an empty `decision` column; returns the row count."""
+    writer = csv.writer(out)
+    writer.writerow(COLUMNS)
+    written, after = 0, 0
+    with read_session(engine) as session:
+        while items := page(session, filters, after_id=after, limit=1000):
+            for item in items:
+                writer.writerow([item.id, item.path or "", item.kind, item.model_text, item.text, ""])
+            written += len(items)
+            after = items[-1].id
+    return written
+
+
+def read_rows(source: str, fp: TextIO) -> tuple[list[Row], list[BadRow], int]:
+    """Rows with a decision, rows that are wrong on their face, and the number left blank."""
+    reader = csv.reader(fp)
+    try:
+        header = [name.strip().lower() for name in next(reader)]
+    except StopIteration:
+        raise CatalogcapError(
+            f"{source} is empty; export one with `catalogcap review export --csv FILE`"
+        ) from None
+    absent = [name for name in REQUIRED if name not in header]
+    if absent:
+        raise CatalogcapError(
+            f"{source}: the header lacks {', '.join(absent)}; the columns are {', '.join(COLUMNS)}"
+        )
+    where = {name: header.index(name) for name in REQUIRED}
+    rows: list[Row] = []
+    bad: list[BadRow] = []
+    blank = 0
+    first_line: dict[int, int] = {}
+    line = reader.line_num + 1
+    for record in reader:
+        values = {name: (record[i] if i < len(record) else "") for name, i in where.items()}
+        decision = values["decision"].strip().lower()
+        raw_id = values["caption_id"].strip()
+        if not decision or not any(cell.strip() for cell in record):
+            blank += 1
+        elif decision not in DECISIONS:
+            shown = values["decision"].strip()
+            bad.append(BadRow(line, f"unknown decision {shown!r}: use accept, edit, reject or nothing"))
+        elif not raw_id.isdigit():
+            bad.append(BadRow(line, f"caption_id {raw_id!r} is not a caption id"))
+        elif decision == "edit" and not values["final_text"].strip():
+            bad.append(BadRow(line, f"caption {raw_id}: an edit needs the corrected text in final_text"))
+        elif int(raw_id) in first_line:
+            first = first_line[int(raw_id)]
+            bad.append(BadRow(line, f"caption {raw_id} is decided again (first on line {first})"))
+        else:
+            first_line[int(raw_id)] = line
+            rows.append(Row(line, int(raw_id), decision, values["final_text"].strip()))
+        line = reader.line_num + 1
+    return rows, bad, blank
+
+
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]
+
+
+def check_rows(engine: Engine, rows: list[Row], *, alt_text_limit: int) -> list[BadRow]:
+    """What is wrong with rows against the store: unknown ids, alt text over the limit."""
+    kinds: dict[int, tuple[str, str]] = {}
+    c = Caption.__table__.c
+    with read_session(engine) as session:
+        for chunk in _chunks([row.caption_id for row in rows]):
+            for cid, kind, text in session.execute(sa.select(c.id, c.kind, c.text).where(c.id.in_(chunk))):
+                kinds[cid] = (kind, text)
+    bad = []
+    for row in rows:
+        if row.caption_id not in kinds:
+            bad.append(BadRow(row.line, f"caption {row.caption_id} does not exist"))
+            continue
+        kind, current = kinds[row.caption_id]
+        final = _final_text(row, current)
+        if kind == "alt_text" and row.decision != "reject" and len(final) > alt_text_limit:
+            bad.append(BadRow(row.line, f"caption {row.caption_id}: alt text is {len(final)} characters, "
+                                        f"over the limit of {alt_text_limit}"))
+    return bad
+
+
+def _final_text(row: Row, current: str) -> str:
+    """`accept` takes final_text when given (a fix typed in the sheet), else the text as it is."""
+    return row.final_text or current
+
+
+def _outcome(caption: Caption, row: Row) -> tuple[str, str]:
+    if row.decision == "reject":
+        return "rejected", caption.text
+    final = _final_text(row, caption.text)
+    return ("accepted" if final == caption.model_text else "edited"), final
+
+
+def import_csv(engine: Engine, source: str, fp: TextIO, *, reviewer: str, alt_text_limit: int,
+               overwrite: bool = False) -> ImportReport:
+    """Check the whole file, then apply it in one transaction (see the module docstring)."""
+    rows, bad, blank = read_rows(source, fp)
+    bad += check_rows(engine, rows, alt_text_limit=alt_text_limit)
+    if bad:
+        raise ImportRejected(source, sorted(bad, key=lambda b: b.line))
+    report = ImportReport(blank=blank)
+    with write_session(engine) as session:
+        for row in rows:
+            caption = session.get(Caption, row.caption_id)
+            state, final = _outcome(caption, row)
+            if caption.state == state and caption.text == final:
+                report.unchanged += 1
+                continue
+            if caption.state != "pending" and not overwrite:
+                report.skipped.append(
+                    f"line {row.line}: caption {caption.id} is already {caption.state}"
+                    f"{f' by {caption.reviewer}' if caption.reviewer else ''}; kept (--overwrite replaces it)"
+                )
+                continue
+            decide(session, row.caption_id, row.decision, reviewer=reviewer,
+                   text=None if row.decision == "reject" else final, expected_version=caption.version)
+            report.applied.setdefault(row.decision, []).append(row.caption_id)
+    return report
