@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 from catalogcap import images
 from catalogcap.fingerprint import fingerprint_file
 from catalogcap.settings import Settings
-from catalogcap.store.database import write_session
+from catalogcap.store.database import read_session, write_session
 from catalogcap.store.models import Asset, AssetPath, utcnow
 from catalogcap.store.queue import enqueue
 
@@ -103,8 +103,10 @@ def _attach_path(session: Session, asset: Asset, path: Path, stat: os.stat_resul
         session.add(asset)
 
 
-def register(session: Session, path: Path, settings: Settings) -> Registered:
-    """Classify and record one file inside the caller's transaction."""
+def register(session: Session, path: Path, settings: Settings, *, fingerprint: str | None = None,
+             hashed: tuple[int, int] | None = None) -> Registered:
+    """Classify and record one file inside the caller's transaction (`fingerprint`: the
+    sha256 already computed outside it, so the write lock is not held while hashing)."""
     path = path.absolute()
     now = utcnow()
     try:
@@ -120,10 +122,13 @@ def register(session: Session, path: Path, settings: Settings) -> Registered:
             return Registered(path, "unchanged", known.asset_id, asset.error)
         return Registered(path, "unchanged", known.asset_id)
     limits = {"max_pixels": settings.max_pixels, "max_bytes": int(settings.max_file_mb * 2**20)}
-    try:
-        fingerprint = fingerprint_file(path)
-    except OSError as exc:
-        return Registered(path, "rejected", None, f"unreadable: {exc.strerror or exc}")
+    if fingerprint is not None and hashed != (stat.st_size, stat.st_mtime_ns):
+        fingerprint = None  # the file changed after it was hashed
+    if fingerprint is None:
+        try:
+            fingerprint = fingerprint_file(path)
+        except OSError as exc:
+            return Registered(path, "rejected", None, f"unreadable: {exc.strerror or exc}")
     previous_asset_id = known.asset_id if known is not None else None
     existing = session.exec(select(Asset).where(Asset.fingerprint == fingerprint)).first()
     if existing is not None:
@@ -153,11 +158,23 @@ def register(session: Session, path: Path, settings: Settings) -> Registered:
 
 
 def register_file(engine: Engine, path: Path, settings: Settings) -> Registered:
-    """`register` in its own write transaction, retried once on a concurrent insert of the same path."""
+    """`register` in its own write transaction, retried once on a concurrent insert of the same path.
+    The file is hashed before the transaction starts unless the store already knows it unchanged."""
+    path = path.absolute()
+    fingerprint, hashed = None, None
+    try:
+        stat = path.stat()
+        hashed = (stat.st_size, stat.st_mtime_ns)
+        with read_session(engine) as session:
+            known = session.exec(select(AssetPath).where(AssetPath.path == str(path))).first()
+        if known is None or known.missing or (known.size, known.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
+            fingerprint = fingerprint_file(path)
+    except OSError:
+        fingerprint = None  # vanished or unreadable: `register` reports it
     for attempt in (1, 2):
         try:
             with write_session(engine) as session:
-                return register(session, path, settings)
+                return register(session, path, settings, fingerprint=fingerprint, hashed=hashed)
         except sa.exc.IntegrityError:
             if attempt == 2:
                 raise

@@ -146,9 +146,12 @@ def primary_path(session: Session, asset_id: int) -> str | None:
 
 
 def _path_subquery():
+    """The asset's first live path (else a missing one), found through the asset_id index."""
     return (
-        select(sa.func.min(AssetPath.path))
-        .where(AssetPath.asset_id == Caption.asset_id, col(AssetPath.missing).is_(False))
+        select(AssetPath.path)
+        .where(AssetPath.asset_id == Caption.asset_id)
+        .order_by(col(AssetPath.missing), AssetPath.path)
+        .limit(1)
         .correlate(Caption)
         .scalar_subquery()
     )
