@@ -99,6 +99,46 @@ class QueueSettings(Section):
     )
 
 
+class EngineSettings(Section):
+    sdpa: bool = Field(
+        True, description="Compute BLIP attention with PyTorch's fused SDPA kernel (equal to eager within 1e-5)."
+    )
+    fast_decode: bool = Field(
+        True,
+        description="Read images for the model in JPEG draft mode, reduce, resize and normalise in torch"
+        " (close to BlipImageProcessor, several times faster); off: full decode + BlipImageProcessor.",
+    )
+    reducing_gap: float = Field(
+        2.0, ge=1.0, le=8.0,
+        description="Fast decode shrinks a picture (JPEG draft, integer reduce) only down to this many times"
+        " the model's input size before the bicubic resize: 1 fastest, 3 closest to a full decode.",
+    )
+    int8: bool = Field(
+        False,
+        description="On CPU, dynamic int8 quantization of the Linear layers: ~2x faster, captions may differ"
+        " slightly (see benchmarks/README.md for agreement); ignored on GPUs.",
+    )
+    compile: bool = Field(
+        False, description="torch.compile the vision encoder (minutes of warm-up; worth it for long GPU runs)."
+    )
+    max_batch: int = Field(
+        0, ge=0, le=65536,
+        description="Most images per model call; 0: on CUDA the largest batch that fits (probed once,"
+        " remembered in home/engine.json), elsewhere 32.",
+    )
+    decode_threads: int = Field(
+        0, ge=0, le=256, description="Threads decoding images while the model runs; 0: one per core, at most 8."
+    )
+    threads: int = Field(
+        0, ge=0, le=1024, description="Torch CPU threads for the model; 0: torch's default (one per core)."
+    )
+    reuse_memory: bool = Field(
+        True,
+        description="On CPU (Linux/glibc), keep freed memory in the process so large batches do not page-fault"
+        " their activations in again on every layer (~10% faster; the process keeps its peak memory).",
+    )
+
+
 class TrainingSettings(Section):
     schedule: str = Field("0 2 * * *", description="Cron schedule of the daemon's training round (local time).")
     min_new_corrections: int = Field(
@@ -206,6 +246,9 @@ class Settings(BaseSettings):
     generation: Generation = Field(default_factory=Generation, description="Generation settings per caption kind.")
     watch: WatchSettings = Field(default_factory=WatchSettings, description="The watch daemon.")
     queue: QueueSettings = Field(default_factory=QueueSettings, description="The captioning job queue.")
+    engine: EngineSettings = Field(
+        default_factory=EngineSettings, description="Captioning speed: attention kernel, decoding, int8, batching."
+    )
     api: ApiSettings = Field(default_factory=ApiSettings, description="The HTTP API (catalogcap serve).")
     training: TrainingSettings = Field(default_factory=TrainingSettings, description="Nightly LoRA training.")
 

@@ -105,8 +105,9 @@ class Worker:
         captioner = self.captioner()
         paths = self._paths([c.asset_id for c in claimed])
         target = getattr(captioner, "image_size", None)
+        read = getattr(captioner, "load_pixels", None)  # decode to model tensors here, off the model's thread
         loads = {
-            c.job_id: self._pool.submit(self._load, paths.get(c.asset_id), target) for c in claimed
+            c.job_id: self._pool.submit(self._load, paths.get(c.asset_id), target, read) for c in claimed
         }
         ready: list[tuple[Claimed, Any]] = []
         for job in claimed:
@@ -145,10 +146,13 @@ class Worker:
                 found[row.asset_id] = Path(row.path)
         return found
 
-    def _load(self, path: Path | None, target: int | None) -> tuple[Any, str | None, bool]:
+    def _load(self, path: Path | None, target: int | None,
+              read: Callable[[Path], Any] | None = None) -> tuple[Any, str | None, bool]:
         if path is None:
             return None, "no file of this asset is present any more (moved away or deleted)", True
         try:
+            if read is not None:
+                return read(path), None, False
             image = images.load(path, max_pixels=self.settings.max_pixels,
                                 max_bytes=int(self.settings.max_file_mb * 2**20), target_size=target)
             return image, None, False

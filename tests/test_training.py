@@ -110,7 +110,7 @@ def after_round(promoted, tmp_path, monkeypatch):
 
 
 def test_round_lifts_cider_and_captions_follow_the_house_style(after_round) -> None:
-    settings, engine, truth, result = after_round
+    settings, engine, _truth, result = after_round
     assert result.promoted, result.reason
     lift = result.candidate["CIDEr"] - result.active["CIDEr"]
     assert lift > 0.5, (result.active["CIDEr"], result.candidate["CIDEr"])
@@ -131,7 +131,7 @@ def test_round_lifts_cider_and_captions_follow_the_house_style(after_round) -> N
 def test_a_bad_night_is_not_promoted_and_changes_nothing(after_round) -> None:
     """Training texts shuffled between images (held-out reviews stay right): the candidate
     loses to the active adapter, which stays active."""
-    settings, engine, truth, result = after_round
+    settings, engine, _truth, result = after_round
     data = collect(engine, settings)
     rng = random.Random(5)
     for kind in ("alt_text", "description"):
@@ -208,7 +208,7 @@ def test_killed_round_changes_nothing_and_resumes(store, monkeypatch) -> None:
 
 
 def test_rollback_and_worker_switches_live(after_round) -> None:
-    settings, engine, truth, first = after_round
+    settings, engine, _truth, first = after_round
     assert first.promoted
     adapter = registry.get(engine, first.adapter)
     second = registry.register_candidate(engine, settings.home, Path(adapter.path), adapter_id="manual-2",

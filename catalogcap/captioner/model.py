@@ -1,7 +1,8 @@
 """Loading the BLIP captioner: a hub id or a local folder, safetensors only, never remote code.
 
-The model is loaded once per process (see `get_captioner`); the active LoRA adapter, if
-any, is merged into the weights for inference so captioning costs the same as the base.
+The model is loaded once per process (see `get_model`); the active LoRA adapter, if any,
+is merged into the weights for inference so captioning costs the same as the base, and
+the engine settings (SDPA, int8, compile) are applied once, at load.
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from catalogcap.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from catalogcap.captioner.engine import EngineState
+    from catalogcap.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 _cache: dict[tuple, Any] = {}
@@ -29,6 +34,7 @@ class LoadedModel:
     adapter_id: str | None
     device: Any  # torch.device
     dtype: Any  # torch.dtype
+    engine: EngineState | None = None  # None: loaded as transformers made it
 
 
 def quiet_transformers() -> None:
@@ -93,10 +99,10 @@ def load_model(
     dtype: str = "auto",
     adapter_dir: Path | None = None,
     adapter_id: str | None = None,
+    engine: EngineSettings | None = None,
 ) -> LoadedModel:
-    """Load BLIP and its processor (and merge a LoRA adapter), ready for inference."""
+    """Load BLIP and its processor (merge a LoRA adapter, apply `engine`), ready for inference."""
     quiet_transformers()
-    import torch
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
     torch_device = pick_device(device)
@@ -121,7 +127,12 @@ def load_model(
         model = merge_adapter(model, adapter_dir)
     model.to(torch_device)
     model.eval()
-    return LoadedModel(model, processor, model_id, adapter_id, torch_device, torch_dtype)
+    state = None
+    if engine is not None:
+        from catalogcap.captioner.engine import apply_engine
+
+        model, state = apply_engine(model, engine, torch_device, torch_dtype, inplace=True)
+    return LoadedModel(model, processor, model_id, adapter_id, torch_device, torch_dtype, state)
 
 
 def merge_adapter(model: Any, adapter_dir: Path) -> Any:
@@ -141,7 +152,7 @@ def merge_adapter(model: Any, adapter_dir: Path) -> Any:
 
 
 def get_model(**kwargs: Any) -> LoadedModel:
-    """`load_model` once per process per (model, adapter, device, dtype)."""
+    """`load_model` once per process per (model, adapter, device, dtype, engine)."""
     key = tuple(sorted((k, str(v)) for k, v in kwargs.items()))
     with _cache_lock:
         if key not in _cache:

@@ -27,7 +27,7 @@ def _quiet_java() -> None:
         PIPE = subprocess.PIPE
 
         @staticmethod
-        def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen:  # noqa: N802 (mirrors subprocess)
+        def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen:
             kwargs.setdefault("stderr", subprocess.DEVNULL)
             return subprocess.Popen(*args, **kwargs)
 
