@@ -97,7 +97,6 @@ def caption(app: App, files: tuple[Path, ...], as_json: bool) -> None:
     """Caption FILES and print the result; the database is not touched.
 
     Uses the active adapter when the store has one. Exits 1 if any file was rejected."""
-    from catalogcap import images
     from catalogcap.captioner import Captioner
 
     settings = app.settings
@@ -105,21 +104,14 @@ def caption(app: App, files: tuple[Path, ...], as_json: bool) -> None:
     captioner = Captioner.from_settings(
         settings, adapter_id=adapter.id if adapter else None, adapter_dir=Path(adapter.path) if adapter else None
     )
-    results: list[dict] = []
-    good: list[tuple[int, object]] = []
-    for path in files:
-        try:
-            image = images.load(path, max_pixels=settings.max_pixels, max_bytes=int(settings.max_file_mb * 2**20),
-                                target_size=captioner.image_size)
-        except images.ImageRejected as exc:
-            results.append({"path": str(path), "error": str(exc)})
-            continue
-        results.append({"path": str(path)})
-        good.append((len(results) - 1, image))
-    for start in range(0, len(good), settings.batch_size):
-        chunk = good[start : start + settings.batch_size]
-        for (index, _), captions in zip(chunk, captioner.caption_images([img for _, img in chunk])):
-            results[index].update(alt_text=captions.alt_text, description=captions.description)
+    # the engine decodes the next batch in worker threads while the model runs
+    outcome: dict[Path, dict] = {}
+    for path, result in captioner.caption_files(dict.fromkeys(files), batch_size=settings.batch_size):
+        if isinstance(result, Exception):
+            outcome[path] = {"error": str(result)}
+        else:
+            outcome[path] = {"alt_text": result.alt_text, "description": result.description}
+    results = [{"path": str(path), **outcome[path]} for path in files]
     if as_json:
         app.json(results)
     else:
