@@ -459,7 +459,14 @@ def test_status_adapters_and_openapi(client, engine) -> None:
     assert status["assets"] == 1 and status["captions"]["pending"] == 2 and status["worker"]["running"] is False
     assert client.get("/v1/adapters", headers=headers).json() == []
     doc = client.get("/openapi.json").json()
-    assert client.get("/docs").status_code == 200
+    page = client.get("/docs")
+    assert page.status_code == 200 and "cdn" not in page.text.lower()  # works with no internet
+    for asset in ("/docs-static/swagger-ui-bundle.js", "/docs-static/swagger-ui.css"):
+        assert asset in page.text
+        served = client.get(asset)  # public, like /docs itself
+        assert served.status_code == 200 and len(served.content) > 100_000, asset
+    assert b"isOAS31" in client.get("/docs-static/swagger-ui-bundle.js").content  # renders our OpenAPI 3.1
+    assert client.get("/docs-static/../v1/captions").status_code in (401, 404)
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     for path, item in doc["paths"].items():
         for method, operation in item.items():
@@ -473,6 +480,7 @@ def test_status_adapters_and_openapi(client, engine) -> None:
 def test_private_docs_need_a_token(make_client, engine) -> None:
     client = make_client(public_docs=False)
     assert_problem(client.get("/openapi.json"), 401, "token_missing")
+    assert client.get("/docs").status_code in (401, 404)
     assert client.get("/openapi.json", headers=bearer(engine, "read")).json()["info"]["title"] == "catalogcap"
     assert client.get("/healthz").status_code == 200
 

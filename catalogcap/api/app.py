@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.engine import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,6 +22,7 @@ from catalogcap.settings import Settings
 
 JSON_BODY_LIMIT = 64 * 1024  # a review decision is a few hundred bytes
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around an upload
+DOCS_STATIC = "/docs-static"  # Swagger UI's scripts and styles
 DESCRIPTION = """\
 Send product images, wait for their alt text and description, review them, and sync the
 results into a catalog. The same store and queue as `catalogcap watch`.
@@ -93,9 +95,13 @@ def create_app(settings: Settings, engine: Engine | None = None, *, run_worker: 
                 await run_in_threadpool(ctx.worker.stop)
 
     public = settings.api.public_docs
-    app = FastAPI(title="catalogcap", version=_version(), description=DESCRIPTION, lifespan=lifespan,
-                  docs_url="/docs" if public else None, redoc_url=None,
-                  openapi_url="/openapi.json" if public else None)
+    meta: dict[str, Any] = {"title": "catalogcap", "version": _version(), "description": DESCRIPTION,
+                            "lifespan": lifespan, "redoc_url": None}
+    if public:
+        # Swagger UI served from the fastapi-offline package, not a CDN: /docs works offline too
+        app = FastAPIOffline(docs_url="/docs", static_url=DOCS_STATIC, openapi_url="/openapi.json", **meta)
+    else:
+        app = FastAPI(docs_url=None, openapi_url=None, **meta)
     app.state.ctx = ctx
     problems.install(app)
     app.include_router(images.upload_router, form_limits={"max_files": 1, "max_fields": 1, "max_part_size": 8192})
@@ -107,7 +113,8 @@ def create_app(settings: Settings, engine: Engine | None = None, *, run_worker: 
         def openapi(_token: Any = Depends(auth.read)) -> dict[str, Any]:
             return app.openapi()
 
-    public_paths = {"/healthz", *(("/docs", "/docs/oauth2-redirect", "/openapi.json") if public else ())}
+    public_paths = {"/healthz", *(("/docs", "/docs/oauth2-redirect", "/openapi.json", DOCS_STATIC + "/")
+                                  if public else ())}
     app.add_middleware(BodyLimit, upload_bytes=Limits.of(settings).max_bytes + MULTIPART_SLACK,
                        other_bytes=JSON_BODY_LIMIT)
     app.add_middleware(auth.BearerGate, engine=engine, public=public_paths)

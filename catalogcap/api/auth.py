@@ -40,15 +40,19 @@ def _challenge(error: str | None = None, scope: str | None = None) -> dict[str, 
 
 
 class BearerGate:
-    """ASGI middleware: every path but the public ones needs a live token, checked up front."""
+    """ASGI middleware: every path but the public ones needs a live token, checked up front.
+
+    A public path ending in ``/`` is a prefix (the docs' static files); the others match exactly.
+    """
 
     def __init__(self, app: ASGIApp, engine: Engine, public: Iterable[str]) -> None:
         self.app = app
         self.engine = engine
         self.public = frozenset(public)
+        self.public_prefixes = tuple(path for path in self.public if path.endswith("/"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.public:
+        if scope["type"] != "http" or scope["path"] in self.public or scope["path"].startswith(self.public_prefixes):
             await self.app(scope, receive, send)
             return
         scheme, _, credentials = (Headers(scope=scope).get("authorization") or "").partition(" ")
