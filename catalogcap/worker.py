@@ -9,6 +9,7 @@ raises is split into single images so the good ones still get captioned.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from catalogcap.settings import KINDS, Settings
 from catalogcap.store.captions import save_model_captions
 from catalogcap.store.database import read_session, write_session
 from catalogcap.store.models import Adapter, Asset, AssetPath, utcnow
-from catalogcap.store.queue import Claimed, claim, complete, fail, new_owner
+from catalogcap.store.queue import Claimed, claim, complete, fail, new_owner, release, runnable_count
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,11 @@ class Worker:
         self._factory = captioner_factory or _default_factory
         self._captioner: Any = None
         self._adapter_key: tuple[str, str] | None = None
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="catalogcap-decode")
+        threads = settings.engine.decode_threads or min(8, os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="catalogcap-decode")
         self.on_captions = on_captions
+        self.captioned_total = 0  # images captioned by `run_until`
+        self.errors = 0  # unexpected errors `run_until` survived
 
     def captioner(self) -> Any:
         adapter = active_adapter(self.engine)
@@ -95,6 +99,37 @@ class Worker:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
+    def run_until(self, stop: threading.Event, wake: threading.Event) -> None:
+        """Caption batches until `stop` is set; `wake` cuts the idle wait short when work arrives.
+
+        A batch smaller than the batch size waits up to `queue.max_wait_seconds` for a burst to
+        fill it. An unexpected error is logged and counted, and the loop backs off (2 s more per
+        consecutive error, at most 30 s) instead of dying: the jobs stay in the queue.
+        """
+        max_wait = self.settings.queue.max_wait_seconds
+        failures = 0
+        while not stop.is_set():
+            try:
+                wake.clear()  # before counting, so a wake-up during the count is not lost
+                with read_session(self.engine) as session:
+                    queued = runnable_count(session)
+                if queued == 0:
+                    wake.wait(1.0)
+                    continue
+                if queued < self.settings.batch_size and max_wait > 0:
+                    stop.wait(max_wait)
+                result = self.run_batch()
+                self.captioned_total += result.captioned
+                if result.claimed:
+                    log.info("captioned %d, retrying %d, failed %d", result.captioned, result.retrying,
+                             result.failed)
+                failures = 0
+            except Exception:
+                failures += 1
+                self.errors += 1
+                log.exception("worker batch failed; continuing")
+                stop.wait(min(2.0 * failures, 30.0))
+
     def run_batch(self, limit: int | None = None) -> BatchResult:
         """Claim and caption up to `limit` (batch size) jobs; an empty result means no work."""
         limit = limit or self.settings.batch_size
@@ -102,6 +137,16 @@ class Worker:
         result = BatchResult(claimed=len(claimed))
         if not claimed:
             return result
+        try:
+            return self._run_claimed(claimed, result)
+        except BaseException as exc:
+            # not the images' fault (the model would not load, the process is stopping...): the
+            # jobs go back to the queue now instead of sitting in "running" until the lease ends
+            release(self.engine, self.owner, [c.job_id for c in claimed],
+                    error=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+
+    def _run_claimed(self, claimed: list[Claimed], result: BatchResult) -> BatchResult:
         captioner = self.captioner()
         paths = self._paths([c.asset_id for c in claimed])
         target = getattr(captioner, "image_size", None)

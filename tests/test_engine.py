@@ -333,3 +333,44 @@ def test_worker_decodes_in_its_pool_and_hands_the_model_tensors(settings: Settin
     with read_session(engine) as session:
         captions = session.exec(select(Caption)).all()
     assert len(captions) == 8 and all(c.generation["engine"]["fast_decode"] for c in captions)
+
+
+def test_worker_loop_survives_an_error_and_keeps_captioning(settings: Settings, engine: Any, photos: Path) -> None:
+    import time
+
+    from sqlmodel import select
+
+    from catalogcap.intake import scan
+    from catalogcap.store.database import read_session
+    from catalogcap.store.models import Job
+    from catalogcap.worker import Worker
+
+    captioner = Captioner.from_settings(settings)
+    calls: list[int] = []
+
+    def flaky(*_: Any) -> Captioner:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("model server hiccup")
+        return captioner
+
+    scan(engine, [photos], settings)
+    worker = Worker(engine, settings, captioner_factory=flaky)
+    stop, wake = threading.Event(), threading.Event()
+    loop = threading.Thread(target=worker.run_until, args=(stop, wake))
+    loop.start()
+    try:
+        deadline = time.monotonic() + 60
+        while worker.captioned_total < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        wake.set()
+        loop.join(30)
+        worker.close()
+    assert not loop.is_alive()
+    assert worker.captioned_total == 4 and worker.errors == 1
+    with read_session(engine) as session:
+        jobs = session.exec(select(Job)).all()
+    # the failed model load cost the jobs no attempt: they went straight back to the queue
+    assert [(j.state, j.attempts) for j in jobs] == [("done", 1)] * 4

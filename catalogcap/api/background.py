@@ -9,13 +9,10 @@ from __future__ import annotations
 import logging
 import threading
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from catalogcap.settings import Settings
-from catalogcap.store.database import read_session, write_session
-from catalogcap.store.models import Job
-from catalogcap.store.queue import new_owner, recover_stale, runnable_count
+from catalogcap.store.queue import new_owner, recover_stale, release
 from catalogcap.worker import Worker
 
 log = logging.getLogger("catalogcap.api.worker")
@@ -31,9 +28,16 @@ class BackgroundWorker:
         self.stop_timeout = stop_timeout
         self.stop_event = threading.Event()
         self.work_event = threading.Event()
-        self.captioned = 0
-        self.errors = 0
         self._thread: threading.Thread | None = None
+
+    @property
+    def captioned(self) -> int:
+        """Images this server's worker captioned since it started."""
+        return self.worker.captioned_total
+
+    @property
+    def errors(self) -> int:
+        return self.worker.errors
 
     @property
     def running(self) -> bool:
@@ -56,7 +60,8 @@ class BackgroundWorker:
             return
         self._thread.join(self.stop_timeout)
         if self._thread.is_alive():
-            log.warning("stopped before the batch in hand finished; released %d job(s)", self._release())
+            released = release(self.engine, self.owner)
+            log.warning("stopped before the batch in hand finished; released %d job(s)", released)
         else:
             self.worker.close()
 
@@ -65,32 +70,5 @@ class BackgroundWorker:
             self.worker.captioner()  # load the model now, not on the first upload
         except Exception:
             log.exception("cannot load the captioner; jobs stay queued until it loads")
-        max_wait = self.settings.queue.max_wait_seconds
-        while not self.stop_event.is_set():
-            try:
-                self.work_event.clear()  # before counting, so a wake-up during the count is not lost
-                with read_session(self.engine) as session:
-                    queued = runnable_count(session)
-                if queued == 0:
-                    self.work_event.wait(1.0)
-                    continue
-                if queued < self.settings.batch_size and max_wait > 0:
-                    self.stop_event.wait(max_wait)  # let a burst of uploads fill the batch
-                result = self.worker.run_batch()
-                self.captioned += result.captioned
-                if result.claimed:
-                    log.info("captioned %d, retrying %d, failed %d", result.captioned, result.retrying,
-                             result.failed)
-            except Exception:
-                self.errors += 1
-                log.exception("worker batch failed; continuing")
-                self.stop_event.wait(min(2.0 * self.errors, 30.0))
+        self.worker.run_until(self.stop_event, self.work_event)
 
-    def _release(self) -> int:
-        """Give our running jobs back to the queue (their captions were not committed)."""
-        with write_session(self.engine) as session:
-            result = session.execute(
-                sa.update(Job).where(Job.lease_owner == self.owner, Job.state == "running")
-                .values(state="pending", lease_owner=None, lease_expires=None, attempts=Job.attempts - 1)
-            )
-        return result.rowcount

@@ -103,6 +103,27 @@ def renew(engine: Engine, owner: str, job_ids: list[int], *, lease_seconds: floa
     return result.rowcount
 
 
+def release(engine: Engine, owner: str, job_ids: list[int] | None = None, *, error: str | None = None) -> int:
+    """Give `owner`'s running jobs (all, or `job_ids`) back to the queue, their attempt not counted.
+
+    For work that stopped for a reason that is not the image's: a shutdown, a model that
+    would not load. Returns how many jobs went back.
+    """
+    now = utcnow()
+    where = [Job.lease_owner == owner, Job.state == "running"]
+    if job_ids is not None:
+        if not job_ids:
+            return 0
+        where.append(col(Job.id).in_(job_ids))
+    values: dict[str, object] = {"state": "pending", "lease_owner": None, "lease_expires": None,
+                                 "attempts": Job.attempts - 1, "updated_at": now}
+    if error is not None:
+        values["last_error"] = error
+    with write_session(engine) as session:
+        result = session.execute(sa.update(Job).where(*where).values(**values))
+    return result.rowcount
+
+
 def complete(session: Session, job_id: int, owner: str) -> bool:
     """Mark a job done inside the caller's transaction; False if the lease was lost."""
     now = utcnow()
@@ -147,7 +168,10 @@ def fail(
     return job.state
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process with this id runs on this machine (one we may not signal counts as alive)."""
+    if not pid:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -168,7 +192,7 @@ def recover_stale(engine: Engine) -> int:
         for job in running:
             owner_host, _, rest = (job.lease_owner or "").partition(":")
             pid_text = rest.split(":", 1)[0]
-            dead = owner_host == host and pid_text.isdigit() and not _pid_alive(int(pid_text))
+            dead = owner_host == host and pid_text.isdigit() and not pid_alive(int(pid_text))
             expired = job.lease_expires is None or job.lease_expires < now
             if dead or expired:
                 job.state = "pending"

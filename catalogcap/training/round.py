@@ -26,6 +26,7 @@ from catalogcap.errors import CatalogcapError
 from catalogcap.settings import KINDS, Settings
 from catalogcap.store.database import read_session, write_session
 from catalogcap.store.models import TrainingRun, utcnow
+from catalogcap.store.queue import pid_alive
 from catalogcap.training import registry
 from catalogcap.training.dataset import Dataset, collect
 
@@ -65,24 +66,12 @@ def _last_finished(engine: Engine) -> TrainingRun | None:
         ).first()
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _resumable(engine: Engine) -> TrainingRun | None:
     with read_session(engine) as session:
         runs = session.exec(select(TrainingRun).where(col(TrainingRun.state).in_(("running", "interrupted")))
                             .order_by(col(TrainingRun.started_at).desc())).all()
     for run in runs:
-        if not _pid_alive(run.pid) or run.pid == os.getpid():
+        if not pid_alive(run.pid) or run.pid == os.getpid():
             return run
     return None
 

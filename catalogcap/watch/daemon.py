@@ -23,9 +23,9 @@ from watchdog.observers.polling import PollingObserver
 from catalogcap.errors import CatalogcapError
 from catalogcap.intake import mark_path_missing, register_file, scan
 from catalogcap.settings import Settings
-from catalogcap.store.database import read_session, write_session
+from catalogcap.store.database import write_session
 from catalogcap.store.models import Job
-from catalogcap.store.queue import new_owner, recover_stale, runnable_count
+from catalogcap.store.queue import new_owner, recover_stale
 from catalogcap.watch.arrivals import ArrivalHandler, StabilityTracker
 from catalogcap.watch.lock import DaemonLock
 from catalogcap.watch.schedule import TrainingScheduler
@@ -53,7 +53,6 @@ class Daemon:
         self.worker = worker or Worker(engine, settings, owner=self.owner, on_captions=on_captions)
         self.tracker = StabilityTracker(settings.watch.quiet_seconds, self._arrived)
         self.lock = DaemonLock(settings.home)
-        self.errors = 0
         self.schedule_training = schedule_training
 
     # -- arrivals ---------------------------------------------------------------------
@@ -79,25 +78,7 @@ class Daemon:
 
     # -- worker ---------------------------------------------------------------------
     def _work(self) -> None:
-        q = self.settings.queue
-        while not self.stop_event.is_set():
-            try:
-                with read_session(self.engine) as session:
-                    queued = runnable_count(session)
-                if queued == 0:
-                    self.work_event.wait(1.0)
-                    self.work_event.clear()
-                    continue
-                if queued < self.settings.batch_size and q.max_wait_seconds > 0:
-                    self.stop_event.wait(q.max_wait_seconds)  # let a burst fill the batch
-                result = self.worker.run_batch()
-                if result.claimed:
-                    log.info("captioned %d, retrying %d, failed %d", result.captioned, result.retrying,
-                             result.failed)
-            except Exception:
-                self.errors += 1
-                log.exception("worker batch failed; continuing")
-                self.stop_event.wait(min(2.0 * self.errors, 30.0))
+        self.worker.run_until(self.stop_event, self.work_event)
 
     # -- lifecycle ---------------------------------------------------------------------
     def reconcile(self) -> None:
