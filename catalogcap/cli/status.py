@@ -84,8 +84,8 @@ def status(app: App, as_json: bool) -> None:
         app.json(data)
         return
     table = Table(title=f"catalogcap status ({app.settings.db_url})", show_header=False)
-    table.add_row("assets", f"{data['assets']} ({', '.join(f'{k} {v}' for k, v in data['assets_by_state'].items())}"
-                  f"; {data['missing']} missing)")
+    parts = [f"{k} {v}" for k, v in data["assets_by_state"].items()] + [f"{data['missing']} missing"]
+    table.add_row("assets", f"{data['assets']} ({', '.join(parts)})")
     table.add_row("captions", ", ".join(f"{k} {v}" for k, v in data["captions"].items()))
     table.add_row("jobs", ", ".join(f"{k} {v}" for k, v in data["jobs"].items()))
     table.add_row("adapter", data["adapter"] or "none (base model)")
