@@ -17,6 +17,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from catalogcap import redact
 from catalogcap.errors import SettingsError
 
 CONFIG_NAME = "catalogcap.toml"
@@ -332,7 +333,7 @@ def _describe(error: dict[str, Any], layers: list[tuple[str, dict[str, Any]]]) -
     origin = _origin(loc, layers)
     if error["type"] == "extra_forbidden":
         return f"unknown setting '{loc}' (from {origin}); `catalogcap config show` lists the known ones"
-    return f"setting '{loc}' has bad value {error['input']!r} (from {origin}): {error['msg']}"
+    return f"setting '{loc}' has bad value {redact.value(loc, error['input'])!r} (from {origin}): {error['msg']}"
 
 
 def _origin(dotted: str, layers: list[tuple[str, dict[str, Any]]]) -> str:

@@ -85,10 +85,14 @@ def test_a_file_with_bad_rows_changes_nothing_and_names_every_line(engine, tmp_p
         {"caption_id": str(ids[2]), "decision": "edit", "final_text": "A" * 126},
         {"caption_id": str(ids[3]), "decision": "edit", "final_text": "A" * 400},  # a description may be long
         {"caption_id": "", "decision": ""},
+        {"caption_id": "\u00b2", "decision": "accept"},  # a digit to str.isdigit, not to int()
+        {"caption_id": "9" * 25, "decision": "accept"},  # past any database integer
     ]
     sheet = write_sheet(tmp_path / "bad.csv", rows)
     result = run("review", "import", str(sheet), code=1)
-    assert "6 bad row(s), nothing was imported" in result.stderr
+    assert "8 bad row(s), nothing was imported" in result.stderr and "Traceback" not in result.output
+    assert "line 11: caption_id '\u00b2' is not a caption id" in result.stderr
+    assert "line 12: caption_id '9999" in result.stderr
     for line, problem in [(3, "caption 99999 does not exist"), (4, "unknown decision 'approve'"),
                           (5, "an edit needs the corrected text"), (6, "decided again (first on line 2)"),
                           (7, "caption_id 'x7' is not a caption id"),

@@ -72,3 +72,34 @@ def test_unknown_setting_and_broken_toml(tmp_path: Path, monkeypatch: pytest.Mon
     (tmp_path / "catalogcap.toml").write_text("batch_size = [\n")
     with pytest.raises(SettingsError, match="cannot read config file"):
         load_settings()
+
+
+def test_credentials_are_never_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from catalogcap import redact
+    from catalogcap.cli import cli
+
+    assert redact.url("postgresql+psycopg://cc:S3cret@db:5432/cc") == "postgresql+psycopg://cc:***@db:5432/cc"
+    assert redact.url("https://shop.example.com/h?token=1") == "https://shop.example.com/h?token=1"
+    assert redact.value("plugin_config.webhook", {"secret": "hunter2", "urls": ["https://u:pw@h/x"]}) == {
+        "secret": "***", "urls": ["https://u:***@h/x"]}
+    assert redact.text("POST https://u:pw@h/x failed") == "POST https://u:***@h/x failed"
+
+    (tmp_path / "catalogcap.toml").write_text('[plugin_config.someplugin]\napi_key = "k-123456"\n')
+    monkeypatch.setenv("CATALOGCAP_HOME", str(tmp_path))
+    monkeypatch.setenv("CATALOGCAP_DATABASE_URL", "postgresql+psycopg://cc:S3cretPW@db/cc")
+    result = CliRunner().invoke(cli, ["config", "show", "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["database_url"]["value"] == "postgresql+psycopg://cc:***@db/cc"
+    assert "S3cretPW" not in result.output and "k-123456" not in result.output
+    result = CliRunner().invoke(cli, ["config", "show"])
+    assert "S3cretPW" not in result.output and "k-123456" not in result.output
+    monkeypatch.setenv("CATALOGCAP_DATABASE_URL", "postgresql://cc:S3cretPW@db/cc")
+    monkeypatch.setenv("CATALOGCAP_BATCH_SIZE", "0")
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"database_url": ["postgresql://cc:S3cretPW@db/cc"]})
+    assert "S3cretPW" not in str(caught.value)

@@ -224,12 +224,14 @@ def test_the_config_refuses_secrets_and_plain_http_to_other_hosts(home: Path) ->
     configure(home, "https://shop.example.com/hooks", secret="hunter2")
     out = run("webhook", "status", code=1)
     assert "plugin_config.webhook" in out and "never read from the config file" in out
+    assert "hunter2" not in out and "'secret': '***'" in out  # the refusal does not repeat the secret
     configure(home, "http://shop.example.com/hooks")
     assert "plain http to another machine" in run("webhook", "status", code=1)
     configure(home, "http://shop.example.com/hooks", allow_http=True)
     run("webhook", "status")
-    configure(home, "https://user:pw@shop.example.com/hooks")
-    assert "carries credentials" in run("webhook", "status", code=1)
+    configure(home, "https://user:pw4hook@shop.example.com/hooks")
+    out = run("webhook", "status", code=1)
+    assert "carries credentials" in out and "pw4hook" not in out
 
 
 def test_hooks_return_at_once_while_the_endpoint_is_slow(home: Path, engine, photos: Path,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
+from catalogcap import redact
 from catalogcap.cli.app import App, pass_app
 from catalogcap.settings import CONFIG_NAME, field_docs, provenance
 
@@ -57,7 +58,7 @@ def init(app: App) -> None:
     revision = current_revision(app.engine)
     app.console.print(f"home      {home}")
     app.console.print(f"config    {config_file}{' (created)' if created else ' (kept)'}")
-    app.console.print(f"database  {settings.db_url} (schema {revision})")
+    app.console.print(f"database  {redact.url(settings.db_url)} (schema {revision})")
     app.console.print(f"model     {settings.model}")
 
 
@@ -74,7 +75,7 @@ def config_show(app: App, as_json: bool) -> None:
     from catalogcap.settings import _flatten
 
     settings = app.settings
-    values = _flatten(settings.model_dump(mode="json"))
+    values = {key: redact.value(key, value) for key, value in _flatten(settings.model_dump(mode="json")).items()}
     sources = provenance(settings)
     docs = field_docs()
     if as_json:

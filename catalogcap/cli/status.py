@@ -8,6 +8,7 @@ import click
 from rich.table import Table
 from sqlmodel import col, select
 
+from catalogcap import redact
 from catalogcap.cli.app import App, pass_app
 from catalogcap.store.models import JOB_STATES
 
@@ -83,7 +84,7 @@ def status(app: App, as_json: bool) -> None:
     if as_json:
         app.json(data)
         return
-    table = Table(title=f"catalogcap status ({app.settings.db_url})", show_header=False)
+    table = Table(title=f"catalogcap status ({redact.url(app.settings.db_url)})", show_header=False)
     parts = [f"{k} {v}" for k, v in data["assets_by_state"].items()] + [f"{data['missing']} missing"]
     table.add_row("assets", f"{data['assets']} ({', '.join(parts)})")
     table.add_row("captions", ", ".join(f"{k} {v}" for k, v in data["captions"].items()))

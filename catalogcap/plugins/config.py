@@ -13,6 +13,7 @@ from typing import Any
 import pluggy
 from pydantic import BaseModel, ValidationError
 
+from catalogcap import redact
 from catalogcap.errors import SettingsError
 from catalogcap.plugins.manager import record_failure
 
@@ -56,7 +57,8 @@ def validate_section(model: type[BaseModel], section: str, raw: dict[str, Any]) 
                 known = ", ".join(model.model_fields)
                 problems.append(f"unknown setting '{loc}' (known: {known})")
             else:
-                problems.append(f"setting '{loc}' has bad value {error.get('input')!r}: {error['msg']}")
+                shown = redact.value(loc, error.get("input"))  # a whole-table error carries every key
+                problems.append(f"setting '{loc}' has bad value {shown!r}: {redact.text(error['msg'])}")
         raise SettingsError("; ".join(problems)) from None
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pluggy
 
+from catalogcap import redact
 from catalogcap.plugins import hookspecs
 
 log = logging.getLogger("catalogcap.plugins")
@@ -73,7 +74,7 @@ def make_manager(enabled: list[str] | None = None) -> PluginManager:
             pm.register(ep.load(), name=ep.name)
         except Exception as exc:
             failures[ep.name] += 1
-            pm.broken[ep.name] = last_errors[ep.name] = f"{type(exc).__name__}: {exc}"
+            pm.broken[ep.name] = last_errors[ep.name] = f"{type(exc).__name__}: {redact.text(str(exc))}"
             log.error("plugin %s (%s) could not be loaded: %s", ep.name, ep.value, pm.broken[ep.name])
             continue
         pm.dists[ep.name] = ep.dist
@@ -82,8 +83,9 @@ def make_manager(enabled: list[str] | None = None) -> PluginManager:
 
 def record_failure(plugin: str, hook_name: str, exc: BaseException) -> None:
     failures[plugin] += 1
-    last_errors[plugin] = f"{hook_name}: {type(exc).__name__}: {exc}"
-    log.error("plugin %s failed in %s: %s: %s", plugin, hook_name, type(exc).__name__, exc,
+    message = redact.text(str(exc))  # a client error message may carry a URL with its password
+    last_errors[plugin] = f"{hook_name}: {type(exc).__name__}: {message}"
+    log.error("plugin %s failed in %s: %s: %s", plugin, hook_name, type(exc).__name__, message,
               exc_info=log.isEnabledFor(logging.DEBUG))
 
 

@@ -11,6 +11,7 @@ unless `overwrite` is given.
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -23,6 +24,8 @@ from catalogcap.review.queue import Filters, page
 from catalogcap.store.captions import decide
 from catalogcap.store.database import read_session, write_session
 from catalogcap.store.models import Caption
+
+_ID = re.compile(r"[0-9]{1,18}")
 
 COLUMNS = ("caption_id", "path", "kind", "model_text", "final_text", "decision")
 REQUIRED = ("caption_id", "final_text", "decision")
@@ -114,7 +117,7 @@ def read_rows(source: str, fp: TextIO) -> tuple[list[Row], list[BadRow], int]:
         elif decision not in DECISIONS:
             shown = values["decision"].strip()
             bad.append(BadRow(line, f"unknown decision {shown!r}: use accept, edit, reject or nothing"))
-        elif not raw_id.isdigit():
+        elif not _ID.fullmatch(raw_id):  # ASCII digits that fit a database integer (not "²", not 2**64)
             bad.append(BadRow(line, f"caption_id {raw_id!r} is not a caption id"))
         elif decision == "edit" and not values["final_text"].strip():
             bad.append(BadRow(line, f"caption {raw_id}: an edit needs the corrected text in final_text"))
