@@ -47,7 +47,7 @@ class ScanReport:
     def add(self, item: Registered) -> None:
         self.outcomes[item.outcome] += 1
         if item.outcome == "rejected":
-            self.rejections.append({"path": str(item.path), "reason": item.reason or "rejected"})
+            self.rejections.append({"path": display(item.path), "reason": item.reason or "rejected"})
         if item.asset_id is not None:
             self.asset_ids.add(item.asset_id)
 
@@ -58,6 +58,23 @@ def matches(name: str, include: Iterable[str], ignore: Iterable[str]) -> bool:
     if any(fnmatch.fnmatch(lower, pattern.lower()) for pattern in ignore):
         return False
     return any(fnmatch.fnmatch(lower, pattern.lower()) for pattern in include)
+
+
+BAD_NAME = "file name is not valid UTF-8 (an old Latin-1 or Windows name?); rename the file"
+
+
+def utf8_name(path: Path) -> bool:
+    """Whether `path` can be stored and shown as text (names of undecodable bytes cannot)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def display(path: Path | str) -> str:
+    """`path` printable anywhere: undecodable bytes shown as U+FFFD."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def iter_images(root: Path, settings: Settings) -> Iterator[Path]:
@@ -90,14 +107,29 @@ def _reject(session: Session, path: Path, stat: os.stat_result, fingerprint: str
     return Registered(path, "rejected", asset.id, rejection_reason(exc))
 
 
+def _missing_if_orphaned(session: Session, asset_id: int, now) -> None:
+    """Mark an asset missing when none of its paths is live any more (captions and reviews stay)."""
+    live = session.exec(
+        select(AssetPath).where(AssetPath.asset_id == asset_id, col(AssetPath.missing).is_(False))
+    ).first()
+    asset = session.get(Asset, asset_id)
+    if live is None and asset is not None and asset.missing_since is None:
+        asset.missing_since = now
+        session.add(asset)
+
+
 def _attach_path(session: Session, asset: Asset, path: Path, stat: os.stat_result, now) -> None:
     row = session.exec(select(AssetPath).where(AssetPath.path == str(path))).first()
     if row is None:
         row = AssetPath(asset_id=asset.id, path=str(path), size=stat.st_size, mtime_ns=stat.st_mtime_ns,
                         first_seen=now, last_seen=now)
+    previous = row.asset_id if row.id is not None and row.asset_id != asset.id else None
     row.asset_id, row.size, row.mtime_ns, row.missing, row.last_seen = (
         asset.id, stat.st_size, stat.st_mtime_ns, False, now)
     session.add(row)
+    if previous is not None:  # the file's bytes changed: its old version may have no file left
+        session.flush()
+        _missing_if_orphaned(session, previous, now)
     if asset.missing_since is not None:
         asset.missing_since = None
         session.add(asset)
@@ -109,6 +141,8 @@ def register(session: Session, path: Path, settings: Settings, *, fingerprint: s
     sha256 already computed outside it, so the write lock is not held while hashing)."""
     path = path.absolute()
     now = utcnow()
+    if not utf8_name(path):
+        return Registered(path, "rejected", None, BAD_NAME)
     try:
         stat = path.stat()
     except OSError:
@@ -161,6 +195,8 @@ def register_file(engine: Engine, path: Path, settings: Settings) -> Registered:
     """`register` in its own write transaction, retried once on a concurrent insert of the same path.
     The file is hashed before the transaction starts unless the store already knows it unchanged."""
     path = path.absolute()
+    if not utf8_name(path):
+        return Registered(path, "rejected", None, BAD_NAME)
     fingerprint, hashed = None, None
     try:
         stat = path.stat()
@@ -204,19 +240,15 @@ def mark_missing(engine: Engine, root: Path, seen: set[str] | None = None) -> in
             gone += 1
         session.flush()
         for asset_id in touched:
-            live = session.exec(
-                select(AssetPath).where(AssetPath.asset_id == asset_id, col(AssetPath.missing).is_(False))
-            ).first()
-            asset = session.get(Asset, asset_id)
-            if live is None and asset is not None and asset.missing_since is None:
-                asset.missing_since = now
-                session.add(asset)
+            _missing_if_orphaned(session, asset_id, now)
     return gone
 
 
 def mark_path_missing(engine: Engine, path: Path) -> int:
     """A single file was deleted or moved away (watch daemon): same rules as `mark_missing`."""
     path = path.absolute()
+    if not utf8_name(path):
+        return 0  # never registered
     with write_session(engine) as session:
         row = session.exec(select(AssetPath).where(AssetPath.path == str(path))).first()
         if row is None or row.missing or path.exists():
@@ -224,13 +256,7 @@ def mark_path_missing(engine: Engine, path: Path) -> int:
         row.missing = True
         session.add(row)
         session.flush()
-        live = session.exec(
-            select(AssetPath).where(AssetPath.asset_id == row.asset_id, col(AssetPath.missing).is_(False))
-        ).first()
-        asset = session.get(Asset, row.asset_id)
-        if live is None and asset is not None and asset.missing_since is None:
-            asset.missing_since = utcnow()
-            session.add(asset)
+        _missing_if_orphaned(session, row.asset_id, utcnow())
     return 1
 
 

@@ -85,6 +85,21 @@ def test_moved_duplicate_and_changed_files(home: Path, photos: Path, tmp_path: P
     assert report["moved"] == 1 and report["duplicates"] == 1 and report["changed"] == 1
     assert report["captioned"] == 1 and report["missing"] == 1
     assert run_json("status")["assets"] == 5  # the old shoe bytes keep their captions
+    status = run_json("status")
+    # the shirt moved (its asset lives on); the shoe's old bytes, overwritten in place, have no file left
+    assert status["missing"] == 1, status
+
+
+def test_a_file_name_that_is_not_utf8_is_rejected_and_the_rest_captioned(home: Path, photos: Path) -> None:
+    latin1 = os.fsencode(photos) + b"/caf\xe9-shirt.jpg"
+    shutil.copy(photos / "red-shirt.jpg", latin1)
+    report = run_json("scan", str(photos))
+    assert report["captioned"] == report["found"] - 1 and report["rejected"] == 1
+    (bad,) = report["rejections"]
+    assert "caf\ufffd-shirt.jpg" in bad["path"] and "not valid UTF-8" in bad["reason"]
+    assert "not valid UTF-8" in run("scan", str(photos))  # the table prints too
+    os.unlink(latin1)
+    assert run_json("scan", str(photos))["rejected"] == 0
 
 
 def test_caption_command_does_not_touch_the_database(home: Path, photos: Path) -> None:

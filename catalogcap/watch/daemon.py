@@ -21,7 +21,7 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from catalogcap.errors import CatalogcapError
-from catalogcap.intake import mark_path_missing, register_file, scan
+from catalogcap.intake import display, mark_path_missing, register_file, scan
 from catalogcap.settings import Settings
 from catalogcap.store.database import write_session
 from catalogcap.store.models import Job
@@ -57,24 +57,28 @@ class Daemon:
 
     # -- arrivals ---------------------------------------------------------------------
     def _arrived(self, path: Path) -> None:
+        shown = display(path)
         try:
             item = register_file(self.engine, path, self.settings)
-        except Exception as exc:  # the database went away for a moment: try again later
-            log.warning("could not register %s (%s); will retry", path, exc)
+        except sa.exc.OperationalError as exc:  # the database is busy or went away for a moment
+            log.warning("could not register %s (%s); will retry", shown, exc)
             self.tracker.touch(path)
             return
+        except Exception:  # a bug, not a passing condition: retrying would loop forever
+            log.exception("could not register %s; skipped (a rescan or restart tries again)", shown)
+            return
         if item.outcome == "rejected":
-            log.warning("%s: rejected: %s", path, item.reason)
+            log.warning("%s: rejected: %s", shown, item.reason)
         elif item.outcome != "vanished":
-            log.info("%s: %s", path, item.outcome)
+            log.info("%s: %s", shown, item.outcome)
         self.work_event.set()
 
     def _gone(self, path: Path) -> None:
         try:
             if mark_path_missing(self.engine, path):
-                log.info("%s: gone (captions kept)", path)
+                log.info("%s: gone (captions kept)", display(path))
         except Exception:
-            log.exception("could not mark %s missing", path)
+            log.exception("could not mark %s missing", display(path))
 
     # -- worker ---------------------------------------------------------------------
     def _work(self) -> None:
