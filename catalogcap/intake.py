@@ -175,6 +175,9 @@ def register(session: Session, path: Path, settings: Settings, *, fingerprint: s
         if existing.state == "rejected":
             return Registered(path, "rejected" if previous_asset_id != existing.id else "unchanged",
                               existing.id, existing.error)
+        if existing.state == "queued":
+            # never captioned: its job may have failed because the file was gone when its turn came
+            enqueue(session, existing.id, now=now)
         if previous_asset_id == existing.id:
             return Registered(path, "unchanged", existing.id)
         return Registered(path, "duplicate" if others_live else "moved", existing.id)

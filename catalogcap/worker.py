@@ -157,7 +157,12 @@ class Worker:
         ready: list[tuple[Claimed, Any]] = []
         for job in claimed:
             image, error, permanent = loads[job.job_id].result()
-            if image is None:
+            if image is None and job.asset_id not in paths:
+                # the file went away (moved, renamed, deleted) before its turn: not the image's
+                # fault, so the asset is not rejected; when the bytes turn up again, intake queues it
+                self._fail(job, error, permanent=True, result=result, path=self._last_path(job.asset_id),
+                           reject_asset=False)
+            elif image is None:
                 self._fail(job, error, permanent=permanent, result=result, path=paths.get(job.asset_id))
             else:
                 ready.append((job, image))
@@ -235,14 +240,20 @@ class Worker:
                 result.captioned += 1
                 result.caption_ids.extend(c.id for c in saved)
 
+    def _last_path(self, asset_id: int) -> Path | None:
+        with read_session(self.engine) as session:
+            row = session.exec(select(AssetPath).where(AssetPath.asset_id == asset_id)
+                               .order_by(col(AssetPath.last_seen).desc())).first()
+        return Path(row.path) if row is not None else None
+
     def _fail(self, job: Claimed, error: str | None, *, permanent: bool, result: BatchResult,
-              path: Path | None = None) -> None:
+              path: Path | None = None, reject_asset: bool = True) -> None:
         q = self.settings.queue
         error = error or "unknown error"
         with write_session(self.engine) as session:
             state = fail(session, job.job_id, self.owner, error, permanent=permanent, max_attempts=q.max_attempts,
                          backoff_seconds=q.retry_backoff_seconds, backoff_max_seconds=q.retry_backoff_max_seconds)
-            if state == "failed":
+            if state == "failed" and reject_asset:
                 asset = session.get(Asset, job.asset_id)
                 if asset is not None:
                     asset.state, asset.error, asset.updated_at = "rejected", error, utcnow()

@@ -18,6 +18,7 @@ from catalogcap.store.database import (
     create_store_engine,
     current_revision,
     head_revision,
+    read_session,
     upgrade,
     write_session,
 )
@@ -169,3 +170,31 @@ def test_review_decisions_keep_model_text_and_detect_conflicts(engine) -> None:
         assert session.get(Caption, alt.id).text == "Red cotton T-shirt"
         desc = session.exec(select(Caption).where(Caption.kind == "description")).one()
         assert (desc.text, desc.adapter_id, desc.version) == ("Other.", "a1", 2)
+
+
+def test_a_file_renamed_before_its_turn_is_captioned_under_its_new_name(settings, engine, photos: Path) -> None:
+    """The daemon marks the old name missing at once; if the worker reaches the job before the
+    new name is stable, the job has no file. That must not reject the image for good."""
+    from catalogcap.intake import mark_path_missing, register_file
+    from catalogcap.worker import Worker
+
+    old = photos / "IMG_0001.jpg"
+    (photos / "red-shirt.jpg").rename(old)
+    first = register_file(engine, old, settings)
+    assert first.outcome == "new"
+    new = old.rename(photos / "red-linen-shirt.jpg")
+    assert mark_path_missing(engine, old) == 1
+    worker = Worker(engine, settings)
+    try:
+        gone = worker.run_batch()
+        assert gone.failed == 1 and str(old) in gone.rejections[0]["path"]  # named by its file, not "asset 1"
+        with read_session(engine) as session:
+            assert session.get(Asset, first.asset_id).state == "queued"  # not rejected: not the image's fault
+        again = register_file(engine, new, settings)
+        assert again.outcome == "moved" and again.asset_id == first.asset_id
+        assert worker.run_batch().captioned == 1
+    finally:
+        worker.close()
+    with read_session(engine) as session:
+        assert session.get(Asset, first.asset_id).state == "captioned"
+        assert len(session.exec(select(Caption).where(Caption.asset_id == first.asset_id)).all()) == 2
