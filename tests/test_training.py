@@ -4,6 +4,7 @@ reviews in the house style: lift, gating, resume after kill -9, rollback, metric
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -197,14 +198,24 @@ def test_killed_round_changes_nothing_and_resumes(store, monkeypatch) -> None:
         assert run.state == "running"
     state = json.loads(next(runs.glob("run-*/checkpoint/trainer_state.json")).read_text())
     assert 1 <= state["epoch"] < 40
+    # today's settings differ: the resume must still finish the run as it was started
+    monkeypatch.setenv("CATALOGCAP_TRAINING__EPOCHS", "2")
+    monkeypatch.setenv("CATALOGCAP_TRAINING__RANK", "4")
     done = _cli(settings.home, "train", "--resume", "--json")
     out, err = done.communicate(timeout=300)
     assert done.returncode == 0, err
+    assert "ignoring today's training.epochs, training.rank" in err
     result = json.loads(out)
     assert result["run_id"] == run.id and result["adapter"]
     assert set(result) >= {"promoted", "adapter", "candidate", "active", "train_size", "val_size", "reason"}
     with read_session(engine) as session:
-        assert session.get(TrainingRun, run.id).state == "finished"
+        finished = session.get(TrainingRun, run.id)
+    assert finished.state == "finished"
+    cfg = finished.config
+    assert cfg["epochs"] == 40 and cfg["rank"] == 16
+    per_epoch = math.ceil(finished.train_size / cfg["batch_size"] / cfg["grad_accum"])
+    total = min(cfg["max_steps"], per_epoch * 40) if cfg["max_steps"] else per_epoch * 40
+    assert finished.metrics["train"]["steps"] == total and math.isfinite(finished.metrics["train"]["final_loss"])
 
 
 def test_rollback_and_worker_switches_live(after_round) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from catalogcap.errors import CatalogcapError
-from catalogcap.settings import KINDS, Settings
+from catalogcap.settings import KINDS, Settings, TrainingSettings
 from catalogcap.store.database import read_session, write_session
 from catalogcap.store.models import TrainingRun, utcnow
 from catalogcap.store.queue import pid_alive
@@ -95,6 +95,8 @@ def run_round(engine: Engine, settings: Settings, *, force: bool = False, resume
         raise CatalogcapError("no interrupted training run to resume; start one with `catalogcap train`")
     run_dir = settings.home / "runs" / (run.id if run else "")
     if run is not None:
+        settings = _settings_of(run, settings)  # finish it as it was started, whatever is configured now
+        cfg = settings.training
         data = Dataset.from_json(json.loads((run_dir / "dataset.json").read_text(encoding="utf-8")))
     else:
         data = plan(engine, settings)
@@ -137,12 +139,25 @@ def run_round(engine: Engine, settings: Settings, *, force: bool = False, resume
     except BaseException as exc:
         with write_session(engine) as session:
             row = session.get(TrainingRun, run.id)
-            row.state = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            # a resume that fails stays resumable: its checkpoint and dataset are still there
+            row.state = "interrupted" if isinstance(exc, KeyboardInterrupt) or resume else "failed"
             row.reason = f"{type(exc).__name__}: {exc}"
             row.finished_at = utcnow()
             session.add(row)
         raise
     return result
+
+
+def _settings_of(run: TrainingRun, settings: Settings) -> Settings:
+    """`settings` with the training settings and base model `run` was started with."""
+    saved = {key: value for key, value in (run.config or {}).items() if key in TrainingSettings.model_fields}
+    training = TrainingSettings.model_validate(saved)
+    model = (run.config or {}).get("model") or settings.model
+    changed = sorted(key for key in saved if getattr(settings.training, key) != getattr(training, key))
+    if changed or model != settings.model:
+        log.warning("resuming %s with the settings it started with; ignoring today's %s", run.id,
+                    ", ".join([f"training.{key}" for key in changed] + (["model"] if model != settings.model else [])))
+    return settings.model_copy(update={"training": training, "model": model})
 
 
 def _train_and_gate(engine, settings, run, run_dir, data, current, result, *, resume, on_step) -> None:
