@@ -262,3 +262,29 @@ def test_metrics_match_pycocoevalcap_run_directly() -> None:
     assert 0 < ours["METEOR"] <= 1
     perfect = score({"1": ["a red shirt"]}, {"1": "a red shirt"})
     assert perfect["BLEU-1"] == pytest.approx(1.0)
+
+
+def test_the_daemons_scheduled_round_trains_in_a_child_with_the_daemons_settings(store, monkeypatch) -> None:
+    import threading
+
+    from catalogcap.watch.schedule import TrainingScheduler
+
+    settings, engine, truth = store
+    review_toward_house(engine, truth, share=1.0)
+    # the environment says otherwise; the daemon's command line must win in the child too
+    monkeypatch.setenv("CATALOGCAP_MODEL", "/nonexistent/model")
+    monkeypatch.setenv("CATALOGCAP_TRAINING__MIN_NEW_CORRECTIONS", "100000")
+    daemon_settings = load_settings({"model": str(DEMO_MODEL),
+                                     "training": {"min_new_corrections": 1, "epochs": 2}})
+    scheduler = TrainingScheduler(engine, daemon_settings, threading.Event())
+    code = scheduler.due_round()
+    logs = "\n".join(p.read_text() for p in (settings.home / "logs").glob("train-*.log"))
+    assert code == 0, logs
+    with read_session(engine) as session:
+        run = session.exec(select(TrainingRun)).one()
+    assert run.trigger == "schedule" and run.state == "finished", logs
+    assert run.config["model"] == str(DEMO_MODEL) and run.config["epochs"] == 2
+    assert json.loads(logs[logs.index("{"):])["run_id"] == run.id
+
+    monkeypatch.setenv("CATALOGCAP_TRAINING__MIN_NEW_CORRECTIONS", "100000")
+    assert TrainingScheduler(engine, load_settings(), threading.Event()).due_round() is None  # too few new

@@ -8,6 +8,7 @@ promotes an adapter, the worker notices between batches and switches without a r
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -39,6 +40,24 @@ def train_command(settings: Settings) -> list[str]:
             "--trigger", "schedule"]
 
 
+def train_environment(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The training child's environment: ours, plus every setting the daemon got on its command
+    line (`--model`, `--database-url`, `--set ...`) as a `CATALOGCAP_*` variable, so the child
+    trains the same model on the same store as the daemon."""
+    from catalogcap.settings import _flatten, provenance
+
+    env = dict(os.environ if base is None else base)
+    env["CATALOGCAP_HOME"] = str(settings.home)
+    values = _flatten(settings.model_dump(mode="json"))
+    for key, source in provenance(settings).items():
+        if source != "command line" or key == "home" or key not in values:
+            continue
+        value = values[key]
+        name = "CATALOGCAP_" + key.upper().replace(".", "__")
+        env[name] = value if isinstance(value, str) else json.dumps(value)
+    return env
+
+
 class TrainingScheduler:
     def __init__(self, engine: Engine, settings: Settings, stop: threading.Event) -> None:
         self.engine = engine
@@ -62,7 +81,7 @@ class TrainingScheduler:
         log.info("scheduled training round starting (log %s)", out)
         with out.open("w", encoding="utf-8") as handle:
             child = subprocess.Popen(train_command(self.settings), stdout=handle, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "CATALOGCAP_HOME": str(self.settings.home)},
+                                     env=train_environment(self.settings),
                                      preexec_fn=lambda: os.nice(10))
             while child.poll() is None:
                 if self.stop.wait(1.0):
