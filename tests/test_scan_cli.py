@@ -120,6 +120,8 @@ def test_usage_and_user_errors_exit_codes(home: Path) -> None:
     assert "device" in result.stderr and "tpu" in result.stderr and "Traceback" not in result.output
     result = CliRunner().invoke(cli, ["captions", "show", "999"])
     assert result.exit_code == 1 and "caption 999 does not exist" in result.stderr
+    result = CliRunner().invoke(cli, ["--home", "/proc/no-such-home", "init"])
+    assert result.exit_code == 1 and "/proc/no-such-home" in result.stderr and "Traceback" not in result.output
 
 
 def test_config_show_reports_sources(home: Path) -> None:

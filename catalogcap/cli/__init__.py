@@ -37,6 +37,12 @@ class CatalogcapGroup(click.Group):
         except CatalogcapError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
+        except OSError as exc:  # a folder that cannot be created, a full disk, a permission: fixable
+            if exc.filename is None:
+                raise
+            where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+            click.echo(f"error: {where}: {exc.strerror or exc}", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=CatalogcapGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
