@@ -149,6 +149,20 @@ def test_recover_stale_requeues_jobs_of_dead_processes(engine) -> None:
     with write_session(engine) as session:
         assert session.get(Job, job_id).state == "pending"
 
+    # a restarted container reuses the pid (often 1): our pid, but an owner id we did not make
+    import os
+
+    from catalogcap.store.queue import new_owner
+
+    ours = new_owner()
+    assert claim(engine, ours, 1, lease_seconds=3600)
+    assert recover_stale(engine) == 0  # our own live lease is left alone
+    with write_session(engine) as session:
+        session.get(Job, job_id).state = "pending"
+        session.get(Job, job_id).lease_owner = None
+    claim(engine, f"{socket.gethostname()}:{os.getpid()}:watch:previous", 1, lease_seconds=3600)
+    assert recover_stale(engine) == 1
+
 
 def test_review_decisions_keep_model_text_and_detect_conflicts(engine) -> None:
     generation = {kind: {"num_beams": 1} for kind in models.KINDS}

@@ -23,10 +23,28 @@ from catalogcap.errors import NotFound
 from catalogcap.store.database import write_session
 from catalogcap.store.models import JOB_STATES, Asset, Job, utcnow
 
+_OWNERS: set[str] = set()  # the owner ids this process made
+
 
 def new_owner(role: str = "worker") -> str:
     """A lease owner id: host, pid and a random part, so a dead pid on this host is detectable."""
-    return f"{socket.gethostname()}:{os.getpid()}:{role}:{uuid.uuid4().hex[:8]}"
+    owner = f"{socket.gethostname()}:{os.getpid()}:{role}:{uuid.uuid4().hex[:8]}"
+    _OWNERS.add(owner)
+    return owner
+
+
+def _owner_gone(owner: str, host: str) -> bool:
+    """Whether `owner` was a process on this host that no longer runs. A container restarted
+    with the same host name often reuses the pid (1, say): an id with our pid that this
+    process did not make belongs to the previous process."""
+    owner_host, _, rest = owner.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    if owner_host != host or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return owner not in _OWNERS
+    return not pid_alive(pid)
 
 
 @dataclass(frozen=True)
@@ -190,9 +208,7 @@ def recover_stale(engine: Engine) -> int:
         running = session.exec(select(Job).where(Job.state == "running")).all()
         recovered = 0
         for job in running:
-            owner_host, _, rest = (job.lease_owner or "").partition(":")
-            pid_text = rest.split(":", 1)[0]
-            dead = owner_host == host and pid_text.isdigit() and not pid_alive(int(pid_text))
+            dead = _owner_gone(job.lease_owner or "", host)
             expired = job.lease_expires is None or job.lease_expires < now
             if dead or expired:
                 job.state = "pending"
