@@ -93,7 +93,9 @@ class QueueSettings(Section):
     )
     retry_backoff_max_seconds: float = Field(3600.0, ge=0.0, le=604800.0, description="Longest wait between retries.")
     lease_seconds: float = Field(
-        900.0, ge=5.0, le=86400.0, description="A running job whose worker stops renewing it is requeued after this."
+        900.0, ge=5.0, le=86400.0,
+        description="Lease on a claimed job, renewed every third of it while the worker works;"
+        " a job whose worker stopped renewing it is taken over after this."
     )
     max_wait_seconds: float = Field(
         1.0, ge=0.0, le=600.0, description="How long a worker waits for a batch to fill before captioning it."

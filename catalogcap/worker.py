@@ -27,7 +27,7 @@ from catalogcap.settings import KINDS, Settings
 from catalogcap.store.captions import save_model_captions
 from catalogcap.store.database import read_session, write_session
 from catalogcap.store.models import Adapter, Asset, AssetPath, utcnow
-from catalogcap.store.queue import Claimed, claim, complete, fail, new_owner, release, runnable_count
+from catalogcap.store.queue import Claimed, claim, complete, fail, new_owner, release, renew, runnable_count
 
 log = logging.getLogger(__name__)
 
@@ -137,14 +137,30 @@ class Worker:
         result = BatchResult(claimed=len(claimed))
         if not claimed:
             return result
+        held = [c.job_id for c in claimed]
+        done = threading.Event()
+        keeper = threading.Thread(target=self._keep_leases, args=(held, done), name="catalogcap-lease", daemon=True)
+        keeper.start()
         try:
             return self._run_claimed(claimed, result)
         except BaseException as exc:
             # not the images' fault (the model would not load, the process is stopping...): the
             # jobs go back to the queue now instead of sitting in "running" until the lease ends
-            release(self.engine, self.owner, [c.job_id for c in claimed],
-                    error=f"{type(exc).__name__}: {exc}"[:2000])
+            release(self.engine, self.owner, held, error=f"{type(exc).__name__}: {exc}"[:2000])
             raise
+        finally:
+            done.set()
+            keeper.join()
+
+    def _keep_leases(self, job_ids: list[int], done: threading.Event) -> None:
+        """Renew the batch's leases every third of the lease while it runs (a slow model on a
+        big batch must not look dead to other workers)."""
+        lease = self.settings.queue.lease_seconds
+        while not done.wait(lease / 3):
+            try:
+                renew(self.engine, self.owner, job_ids, lease_seconds=lease)
+            except Exception as exc:  # the next renewal or the batch's own commit will tell
+                log.warning("could not renew the leases of %d job(s): %s", len(job_ids), exc)
 
     def _run_claimed(self, claimed: list[Claimed], result: BatchResult) -> BatchResult:
         captioner = self.captioner()

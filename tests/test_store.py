@@ -212,3 +212,36 @@ def test_a_file_renamed_before_its_turn_is_captioned_under_its_new_name(settings
     with read_session(engine) as session:
         assert session.get(Asset, first.asset_id).state == "captioned"
         assert len(session.exec(select(Caption).where(Caption.asset_id == first.asset_id)).all()) == 2
+
+
+def test_a_slow_batch_keeps_its_leases(settings, engine, photos: Path) -> None:
+    """Another worker must not take over jobs whose worker is alive but slow."""
+    import time
+
+    from catalogcap.intake import scan
+    from catalogcap.store.queue import new_owner
+    from catalogcap.worker import Worker
+
+    class Slow:
+        image_size = 32
+        model_id, adapter_id = "slow", None
+        calls = 0
+
+        def caption_images(self, pictures):
+            Slow.calls += 1
+            if Slow.calls == 1:
+                time.sleep(7.0)  # longer than the 5 s lease
+            raise RuntimeError("gave up")  # then fail: the jobs retry later
+
+    short = settings.model_copy(update={"queue": settings.queue.model_copy(update={"lease_seconds": 5.0})})
+    scan(engine, [photos], short)
+    slow = Worker(engine, short, captioner_factory=lambda *_: Slow())
+    runner = threading.Thread(target=slow.run_batch)
+    runner.start()
+    try:
+        time.sleep(6.0)  # the first lease has run out by now unless it was renewed
+        taken = claim(engine, new_owner("other"), 10, lease_seconds=60)
+    finally:
+        runner.join(30)
+        slow.close()
+    assert taken == []
