@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 
 import click
 from rich.table import Table
@@ -63,8 +64,15 @@ def serve(app: App, host: str | None, port: int | None, worker: bool | None, roo
     app.err.print(f"catalogcap API on http://{settings.api.host}:{settings.api.port} (docs at /docs);"
                   f" worker {'on' if settings.api.worker else 'off'}")
     api = create_app(settings, app.engine)
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises it to the handler it found:
+    # with this one the process ends with exit code 0, as a stopped service should
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(api, host=settings.api.host, port=settings.api.port, log_config=None, server_header=False,
                 lifespan="on")
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 @click.group()
