@@ -141,8 +141,6 @@ def register(session: Session, path: Path, settings: Settings, *, fingerprint: s
     sha256 already computed outside it, so the write lock is not held while hashing)."""
     path = path.absolute()
     now = utcnow()
-    if not utf8_name(path):
-        return Registered(path, "rejected", None, BAD_NAME)
     try:
         stat = path.stat()
     except OSError:

@@ -187,6 +187,7 @@ def test_kinds_with_the_same_prompt_and_settings_share_one_generate(settings: Se
     assert calls == [3, 3]  # different prompts: one call per kind
     calls.clear()
     settings.generation.description = settings.generation.alt_text.model_dump()
+    captioner = Captioner(captioner.loaded, settings)  # a captioner's settings are fixed when it is made
     shared = captioner.caption_images(_pictures(3))
     assert calls == [3]
     assert all(r.raw["alt_text"] == r.raw["description"] for r in shared)

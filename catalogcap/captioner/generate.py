@@ -114,6 +114,7 @@ class Captioner:
                                       reducing_gap=engine.reducing_gap)
         self._pin = self.loaded.device.type == "cuda"
         self._max_batch = engine.max_batch or default_max_batch(self.loaded.device)
+        self._groups = self.prompt_groups()  # the settings are fixed for this captioner: tokenize once
 
     @classmethod
     def from_settings(cls, settings: Settings, *, adapter_id: str | None = None, adapter_dir=None) -> Captioner:
@@ -242,7 +243,7 @@ class Captioner:
             pixel_values = pixel_values.to(device, dtype=dtype, non_blocking=True)
             image_embeds = self.model.vision_model(pixel_values=pixel_values)[0]
             raw: dict[str, list[str]] = {}
-            for group in self.prompt_groups(full_length=full_length):
+            for group in self.prompt_groups(full_length=True) if full_length else self._groups:
                 texts = self._generate(group, image_embeds)
                 raw.update(dict.fromkeys(group.kinds, texts))
         return raw
