@@ -37,6 +37,15 @@ class LoadedModel:
     engine: EngineState | None = None  # None: loaded as transformers made it
 
 
+def quiet_hub() -> None:
+    """No progress bars or retry warnings from huggingface_hub: our one error line says it all."""
+    from huggingface_hub.utils import disable_progress_bars
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.set_verbosity_error()
+    disable_progress_bars()
+
+
 def quiet_transformers() -> None:
     """No download progress bars or torchvision-fallback notices in a CLI or daemon."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -44,6 +53,7 @@ def quiet_transformers() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    quiet_hub()
 
 
 def pick_device(requested: str = "auto"):
@@ -75,20 +85,122 @@ def pick_dtype(requested: str, device):
     return dtype
 
 
-def _check_local(model_id: str) -> None:
+# What a saved BLIP needs to caption: each entry is satisfied by any one of its file names.
+MODEL_FILES: dict[str, tuple[str, ...]] = {
+    "config (config.json)": ("config.json",),
+    "safetensors weights (*.safetensors)": ("*.safetensors",),
+    "tokenizer (tokenizer.json or vocab.txt)": ("tokenizer.json", "vocab.txt"),
+    "processor config (preprocessor_config.json or processor_config.json)":
+        ("preprocessor_config.json", "processor_config.json"),
+}
+HUB_PATTERNS = ["*.json", "*.safetensors", "vocab.txt", "*.model", "*.txt"]
+HUB_TIMEOUT = 5.0
+_resolved: dict[tuple[str, str | None], Path] = {}
+
+
+def offline_hint(model_id: str) -> str:
+    return (f"download it on a connected machine (`hf download {model_id} --local-dir blip-model`), copy that"
+            " folder here and set CATALOGCAP_MODEL=/path/to/blip-model (README: \"Offline machines\")")
+
+
+def looks_local(model_id: str) -> bool:
+    """A path, not a hub id: absolute, ./ ~ relative, or an existing folder of that name."""
     path = Path(model_id).expanduser()
-    looks_local = path.is_absolute() or model_id.startswith((".", "~")) or path.exists()
-    if not looks_local:
-        return
+    return path.is_absolute() or model_id.startswith((".", "~")) or path.exists()
+
+
+def check_model_folder(path: Path, what: str = "model folder") -> Path:
+    """`path` if it holds everything `load_model` reads; else `ModelLoadError` naming what is missing."""
     if not path.is_dir():
-        raise ModelLoadError(f"model folder {path} does not exist")
-    if not (path / "config.json").is_file():
-        raise ModelLoadError(f"model folder {path} has no config.json; is it a saved BLIP model?")
-    if not any(path.glob("*.safetensors")):
-        raise ModelLoadError(
-            f"model folder {path} has no .safetensors weights; catalogcap never loads pickled weights"
-            " (convert with `save_pretrained(..., safe_serialization=True)`)"
-        )
+        raise ModelLoadError(f"{what} {path} does not exist (set CATALOGCAP_MODEL to a saved BLIP model folder)")
+    missing = [label for label, names in MODEL_FILES.items()
+               if not any(match.is_file() for name in names for match in path.glob(name))]
+    if missing:
+        pickled = "safetensors weights (*.safetensors)" in missing and any(path.glob("*.bin"))
+        extra = (" (it has pickled .bin weights, which catalogcap never loads: convert with"
+                 " `save_pretrained(..., safe_serialization=True)`)") if pickled else ""
+        raise ModelLoadError(f"{what} {path} is not a complete BLIP model: missing {', '.join(missing)}{extra}")
+    return path
+
+
+def resolve_model(model_id: str, revision: str | None = None, *, timeout: float = HUB_TIMEOUT) -> Path:
+    """The local folder to load `model_id` from, checked, before any work starts.
+
+    A local folder is checked for the files it needs. A hub id is looked up once, with
+    `timeout`, then downloaded (only the files BLIP needs) into the Hugging Face cache; when
+    the hub cannot be reached a complete cached copy is used, and without one the error is a
+    single line saying what to do. Nothing is retried. Results are remembered per process.
+    """
+    key = (model_id, revision)
+    if key in _resolved:
+        return _resolved[key]
+    if looks_local(model_id):
+        path = check_model_folder(Path(model_id).expanduser().absolute())
+    else:
+        path = _resolve_hub(model_id, revision, timeout)
+    _resolved[key] = path
+    return path
+
+
+def _cached_snapshot(model_id: str, revision: str | None) -> Path | None:
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = Path(snapshot_download(model_id, revision=revision, local_files_only=True,
+                                      allow_patterns=HUB_PATTERNS))
+        return check_model_folder(path, "cached model")
+    except (OSError, ValueError, ModelLoadError):
+        return None
+
+
+def _resolve_hub(model_id: str, revision: str | None, timeout: float) -> Path:
+    quiet_hub()
+    from huggingface_hub import HfApi, constants, snapshot_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    cached = _cached_snapshot(model_id, revision)
+    if constants.HF_HUB_OFFLINE:
+        if cached is not None:
+            return cached
+        raise ModelLoadError(f"model {model_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1"
+                             f" forbids downloading it: {offline_hint(model_id)}")
+    try:
+        HfApi().model_info(model_id, revision=revision, timeout=timeout)
+    except GatedRepoError:
+        raise ModelLoadError(f"model {model_id!r} is gated on the Hugging Face hub: accept its terms there and"
+                             " set HF_TOKEN, or set CATALOGCAP_MODEL to a local copy") from None
+    except RevisionNotFoundError:
+        raise ModelLoadError(f"model {model_id!r} has no revision {revision!r} on the Hugging Face hub;"
+                             " fix model_revision") from None
+    except RepositoryNotFoundError:
+        raise ModelLoadError(f"no model {model_id!r} on the Hugging Face hub (a typo, or a private model"
+                             " without HF_TOKEN?); set CATALOGCAP_MODEL to a hub id or a local folder") from None
+    except HfHubHTTPError as exc:
+        if cached is not None:
+            log.info("the Hugging Face hub answered %s; using the cached copy of %s", exc, model_id)
+            return cached
+        raise ModelLoadError(f"cannot look up model {model_id!r} on the Hugging Face hub"
+                             f" ({_first_line(exc)}): {offline_hint(model_id)}") from None
+    except Exception as exc:  # no network, DNS, proxy, timeout: one try only
+        if cached is not None:
+            log.info("the Hugging Face hub is unreachable (%s); using the cached copy of %s", _first_line(exc),
+                     model_id)
+            return cached
+        raise ModelLoadError(f"cannot reach the Hugging Face hub ({constants.ENDPOINT}) to get model {model_id!r}"
+                             f" ({type(exc).__name__}: {_first_line(exc)}); no network? {offline_hint(model_id)}"
+                             ) from None
+    try:
+        path = Path(snapshot_download(model_id, revision=revision, allow_patterns=HUB_PATTERNS,
+                                      etag_timeout=timeout))
+    except Exception as exc:
+        raise ModelLoadError(f"downloading model {model_id!r} failed ({type(exc).__name__}: {_first_line(exc)});"
+                             f" {offline_hint(model_id)}") from None
+    return check_model_folder(path, f"downloaded model {model_id!r} in")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_model(
@@ -102,15 +214,13 @@ def load_model(
     engine: EngineSettings | None = None,
 ) -> LoadedModel:
     """Load BLIP and its processor (merge a LoRA adapter, apply `engine`), ready for inference."""
+    source = str(resolve_model(model_id, revision))  # a checked local folder: nothing below goes online
     quiet_transformers()
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
-    _check_local(model_id)
-    local = Path(model_id).expanduser()
-    source = str(local) if local.is_dir() else model_id
-    common = {"revision": revision, "trust_remote_code": False}
+    common = {"trust_remote_code": False, "local_files_only": True}
     try:
         processor = BlipProcessor.from_pretrained(source, **common)
         model = BlipForConditionalGeneration.from_pretrained(
@@ -119,10 +229,8 @@ def load_model(
     except ModelLoadError:
         raise
     except Exception as exc:
-        hint = ""
-        if os.environ.get("HF_HUB_OFFLINE") == "1" or "offline" in str(exc).lower() or "connect" in str(exc).lower():
-            hint = " (no network or HF_HUB_OFFLINE=1: point CATALOGCAP_MODEL at a local copy)"
-        raise ModelLoadError(f"cannot load captioning model {model_id!r}: {type(exc).__name__}: {exc}{hint}") from None
+        raise ModelLoadError(f"cannot load captioning model {model_id!r} from {source}: {type(exc).__name__}:"
+                             f" {_first_line(exc)}") from None
     if adapter_dir is not None:
         model = merge_adapter(model, adapter_dir)
     model.to(torch_device)

@@ -37,7 +37,12 @@ def scan(app: App, folders: tuple[Path, ...], as_json: bool, no_caption: bool) -
     from catalogcap.store.queue import recover_stale, runnable_count
     from catalogcap.worker import Worker
 
-    settings, engine = app.settings, app.engine
+    settings = app.settings
+    if not no_caption:  # fail in seconds, before any job is touched, when the model cannot be had
+        from catalogcap.captioner.model import resolve_model
+
+        resolve_model(settings.model, settings.model_revision)
+    engine = app.engine
     recover_stale(engine)
     show = not as_json and app.err.is_terminal
     with _progress(app, show) as progress:

@@ -60,6 +60,15 @@ def init(app: App) -> None:
     app.console.print(f"config    {config_file}{' (created)' if created else ' (kept)'}")
     app.console.print(f"database  {redact.url(settings.db_url)} (schema {revision})")
     app.console.print(f"model     {settings.model}")
+    from catalogcap.captioner.model import resolve_model
+    from catalogcap.errors import ModelLoadError
+
+    try:
+        resolve_model(settings.model, settings.model_revision)
+    except ModelLoadError as exc:  # init still succeeds: the model can be fixed before the first scan
+        from rich.markup import escape
+
+        app.err.print(f"[yellow]warning[/yellow]: {escape(str(exc))}", soft_wrap=True)
 
 
 @click.group()

@@ -35,6 +35,9 @@ def watch(ctx: click.Context, folders: tuple[Path, ...], polling: bool | None, q
         if value is not None:
             app.overrides[key] = value
     settings = app.settings
+    from catalogcap.captioner.model import resolve_model
+
+    resolve_model(settings.model, settings.model_revision)  # fail in seconds, before reconciling anything
     (settings.home / "logs").mkdir(parents=True, exist_ok=True)
     file_handler = logging.FileHandler(settings.home / "logs" / "watch.log", encoding="utf-8")
     file_handler.setFormatter(logging.getLogger().handlers[0].formatter or logging.Formatter())
