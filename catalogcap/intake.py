@@ -8,9 +8,12 @@ read again, so rescanning a large catalog costs one stat per file.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
-from collections.abc import Iterable, Iterator
+import stat as stat_module
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +46,7 @@ class ScanReport:
     rejections: list[dict[str, str]] = field(default_factory=list)
     missing: int = 0
     asset_ids: set[int] = field(default_factory=set)
+    unreadable_folders: list[dict[str, str]] = field(default_factory=list)
 
     def add(self, item: Registered) -> None:
         self.outcomes[item.outcome] += 1
@@ -77,13 +81,37 @@ def display(path: Path | str) -> str:
     return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def iter_images(root: Path, settings: Settings) -> Iterator[Path]:
-    """Image files under `root` (recursive, sorted, hidden folders and ignored names skipped)."""
+NOT_REGULAR = "unreadable: not a regular file (a FIFO, device, socket or folder)"
+
+
+def present(path: Path | str) -> bool | None:
+    """Whether `path` exists: True, False, or None when it cannot be told (a folder on the way
+    is unreadable): such a file is not declared gone."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG):
+            return False
+        return None
+    return True
+
+
+def iter_images(root: Path, settings: Settings,
+                on_unreadable: Callable[[Path, OSError], None] | None = None) -> Iterator[Path]:
+    """Image files under `root` (recursive, sorted, hidden folders and ignored names skipped);
+    a folder that cannot be listed is passed to `on_unreadable` (and skipped)."""
     if root.is_file():
         if matches(root.name, settings.watch.include, settings.watch.ignore):
             yield root
         return
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def report(exc: OSError) -> None:
+        if on_unreadable is not None:
+            on_unreadable(Path(exc.filename or root), exc)
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=report):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if matches(name, settings.watch.include, settings.watch.ignore):
@@ -143,8 +171,12 @@ def register(session: Session, path: Path, settings: Settings, *, fingerprint: s
     now = utcnow()
     try:
         stat = path.stat()
-    except OSError:
+    except FileNotFoundError:
         return Registered(path, "vanished")
+    except OSError as exc:
+        return Registered(path, "rejected", None, f"unreadable: {exc.strerror or exc}")
+    if not stat_module.S_ISREG(stat.st_mode):
+        return Registered(path, "rejected", None, NOT_REGULAR)
     known = session.exec(select(AssetPath).where(AssetPath.path == str(path))).first()
     if known is not None and not known.missing and known.size == stat.st_size and known.mtime_ns == stat.st_mtime_ns:
         known.last_seen = now
@@ -168,7 +200,7 @@ def register(session: Session, path: Path, settings: Settings, *, fingerprint: s
             select(AssetPath).where(AssetPath.asset_id == existing.id, AssetPath.path != str(path),
                                     col(AssetPath.missing).is_(False))
         ).all()
-        others_live = [p for p in others_live if Path(p.path).exists()]
+        others_live = [p for p in others_live if present(p.path) is not False]
         _attach_path(session, existing, path, stat, now)
         if existing.state == "rejected":
             return Registered(path, "rejected" if previous_asset_id != existing.id else "unchanged",
@@ -201,6 +233,8 @@ def register_file(engine: Engine, path: Path, settings: Settings) -> Registered:
     fingerprint, hashed = None, None
     try:
         stat = path.stat()
+        if not stat_module.S_ISREG(stat.st_mode):  # a FIFO or device would hang the reader
+            return Registered(path, "rejected", None, NOT_REGULAR)
         hashed = (stat.st_size, stat.st_mtime_ns)
         with read_session(engine) as session:
             known = session.exec(select(AssetPath).where(AssetPath.path == str(path))).first()
@@ -233,7 +267,7 @@ def mark_missing(engine: Engine, root: Path, seen: set[str] | None = None) -> in
         for row in rows:
             if seen is not None and row.path in seen:
                 continue
-            if Path(row.path).exists():
+            if present(row.path) is not False:  # there, or hidden behind an unreadable folder: not gone
                 continue
             row.missing = True
             session.add(row)
@@ -252,7 +286,7 @@ def mark_path_missing(engine: Engine, path: Path) -> int:
         return 0  # never registered
     with write_session(engine) as session:
         row = session.exec(select(AssetPath).where(AssetPath.path == str(path))).first()
-        if row is None or row.missing or path.exists():
+        if row is None or row.missing or present(path) is not False:
             return 0
         row.missing = True
         session.add(row)
@@ -261,13 +295,22 @@ def mark_path_missing(engine: Engine, path: Path) -> int:
     return 1
 
 
-def scan(engine: Engine, roots: Iterable[Path], settings: Settings, progress=None) -> ScanReport:
-    """Register every image under `roots`, then mark vanished files missing."""
+def scan(engine: Engine, roots: Iterable[Path], settings: Settings, progress=None,
+         stop: threading.Event | None = None) -> ScanReport:
+    """Register every image under `roots`, then mark vanished files missing (not after `stop`:
+    an interrupted walk has not seen every file). Unlistable folders are reported, not fatal."""
     report = ScanReport()
+
+    def unreadable(folder: Path, exc: OSError) -> None:
+        reason = f"unreadable folder: {exc.strerror or exc}; its images are not scanned"
+        report.unreadable_folders.append({"path": display(folder), "reason": reason})
+
     for root in roots:
         root = root.absolute()
         seen: set[str] = set()
-        for path in iter_images(root, settings):
+        for path in iter_images(root, settings, unreadable):
+            if stop is not None and stop.is_set():
+                return report
             report.found += 1
             item = register_file(engine, path, settings)
             seen.add(str(item.path))

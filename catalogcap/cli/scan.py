@@ -76,6 +76,7 @@ def scan(app: App, folders: tuple[Path, ...], as_json: bool, no_caption: bool) -
         "captioned": captioned,
         "rejected": len(rejections),
         "rejections": rejections,
+        "unreadable_folders": report.unreadable_folders,
     }
     if as_json:
         app.json(summary)
@@ -92,6 +93,13 @@ def scan(app: App, folders: tuple[Path, ...], as_json: bool, no_caption: bool) -
         for item in rejections:
             bad.add_row(item["path"], item["reason"])
         app.console.print(bad)
+    if report.unreadable_folders:
+        folders = Table(title="unreadable folders (not scanned)")
+        folders.add_column("path", overflow="fold")
+        folders.add_column("reason", overflow="fold")
+        for item in report.unreadable_folders:
+            folders.add_row(item["path"], item["reason"])
+        app.console.print(folders)
 
 
 @click.command()

@@ -9,6 +9,7 @@ half-copied TIFF is never read early. Temporary names (rsync's `.name.XXXXXX`, `
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
-from catalogcap.intake import matches
+from catalogcap.intake import display, matches
 from catalogcap.settings import WatchSettings
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,11 @@ class ArrivalHandler(FileSystemEventHandler):
                 self.on_gone(Path(src))
 
     def _walk(self, folder: Path) -> None:
-        for path in folder.rglob("*"):
-            if path.is_file() and self._wanted(str(path)):
-                self.tracker.touch(path)
+        def unreadable(exc: OSError) -> None:
+            log.warning("%s: unreadable folder: %s; its images are not taken", display(exc.filename or folder),
+                        exc.strerror or exc)
+
+        for dirpath, _dirnames, filenames in os.walk(folder, onerror=unreadable):
+            for name in filenames:
+                if self._wanted(os.path.join(dirpath, name)):
+                    self.tracker.touch(Path(dirpath) / name)

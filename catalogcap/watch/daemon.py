@@ -21,7 +21,7 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from catalogcap.errors import CatalogcapError
-from catalogcap.intake import display, mark_path_missing, register_file, scan
+from catalogcap.intake import Registered, display, mark_path_missing, register_file, scan
 from catalogcap.settings import Settings
 from catalogcap.store.database import write_session
 from catalogcap.store.models import Job
@@ -73,6 +73,11 @@ class Daemon:
             log.info("%s: %s", shown, item.outcome)
         self.work_event.set()
 
+    @staticmethod
+    def _reconciled(item: Registered) -> None:
+        if item.outcome == "rejected":
+            log.warning("%s: rejected: %s", display(item.path), item.reason)
+
     def _gone(self, path: Path) -> None:
         try:
             if mark_path_missing(self.engine, path):
@@ -89,7 +94,9 @@ class Daemon:
         recovered = recover_stale(self.engine)
         if recovered:
             log.info("requeued %d job(s) left running by a previous process", recovered)
-        report = scan(self.engine, self.folders, self.settings)
+        report = scan(self.engine, self.folders, self.settings, progress=self._reconciled, stop=self.stop_event)
+        for folder in report.unreadable_folders:
+            log.warning("%s: %s", folder["path"], folder["reason"])
         log.info("reconciled %d file(s): %s, %d missing", report.found,
                  ", ".join(f"{k} {v}" for k, v in report.outcomes.items() if v), report.missing)
         self.work_event.set()
