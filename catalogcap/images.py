@@ -157,6 +157,43 @@ def load_bytes(data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS,
         return _load(io.BytesIO(data), Path(name), max_pixels, target_size)
 
 
+def incomplete(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               max_bytes: int = DEFAULT_MAX_BYTES) -> str | None:
+    """Why the file at `path` looks cut off (a writer may still be at work), or None.
+
+    Cheap for the common formats: the end marker (JPEG EOI, PNG IEND, GIF trailer) or the
+    length in the header (WebP, BMP) is checked against the file; other formats are decoded at
+    a reduced size. Anything else wrong with the file is left for `probe` and `load` to report.
+    """
+    path = Path(path)
+    try:
+        with _guard(path), _open_file(path, max_bytes) as fp:
+            head = fp.read(32)
+            size = fp.seek(0, os.SEEK_END)
+            fp.seek(max(size - 64, 0))
+            tail = fp.read()
+    except ImageRejected as exc:
+        return "empty file" if exc.code == "empty" else None
+    end = tail.rstrip(b"\0")
+    if head.startswith(b"\xff\xd8\xff"):
+        return None if end.endswith(b"\xff\xd9") else "JPEG without its end marker"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None if b"IEND" in tail else "PNG without its IEND chunk"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return None if end.endswith(b";") else "GIF without its trailer"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        expected = int.from_bytes(head[4:8], "little") + 8
+        return None if size >= expected else f"WebP of {size:,} bytes, its header says {expected:,}"
+    if head.startswith(b"BM") and len(head) >= 6:
+        expected = int.from_bytes(head[2:6], "little")
+        return None if size >= expected else f"BMP of {size:,} bytes, its header says {expected:,}"
+    try:
+        load(path, max_pixels=max_pixels, max_bytes=max_bytes, target_size=64)
+    except ImageRejected as exc:
+        return f"cannot be decoded yet ({exc.detail})" if exc.code == "corrupt" else None
+    return None
+
+
 # --------------------------------------------------------------------------- opening
 
 

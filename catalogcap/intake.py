@@ -25,7 +25,7 @@ from catalogcap import images
 from catalogcap.fingerprint import fingerprint_file
 from catalogcap.settings import Settings
 from catalogcap.store.database import read_session, write_session
-from catalogcap.store.models import Asset, AssetPath, utcnow
+from catalogcap.store.models import Asset, AssetPath, Caption, Job, utcnow
 from catalogcap.store.queue import enqueue
 
 OUTCOMES = ("new", "unchanged", "moved", "duplicate", "changed", "rejected", "vanished")
@@ -146,6 +146,23 @@ def _missing_if_orphaned(session: Session, asset_id: int, now) -> None:
         session.add(asset)
 
 
+def _drop_superseded(session: Session, asset_id: int) -> bool:
+    """Delete an older version of a file that now holds other bytes (a half-written copy, a
+    replaced photo) when no other path ever had it and nobody reviewed its captions: its jobs
+    and pending captions go with it, so no pathless caption waits in the review queue and one
+    file keeps one asset. An older version that was reviewed is kept (missing), reviews intact."""
+    if session.exec(select(AssetPath.id).where(AssetPath.asset_id == asset_id)).first() is not None:
+        return False
+    reviewed = session.exec(
+        select(Caption.id).where(Caption.asset_id == asset_id, Caption.state != "pending")).first()
+    if reviewed is not None:
+        return False
+    session.execute(sa.delete(Job).where(col(Job.asset_id) == asset_id))
+    session.execute(sa.delete(Caption).where(col(Caption.asset_id) == asset_id))
+    session.execute(sa.delete(Asset).where(col(Asset.id) == asset_id))
+    return True
+
+
 def _attach_path(session: Session, asset: Asset, path: Path, stat: os.stat_result, now) -> None:
     row = session.exec(select(AssetPath).where(AssetPath.path == str(path))).first()
     if row is None:
@@ -157,7 +174,8 @@ def _attach_path(session: Session, asset: Asset, path: Path, stat: os.stat_resul
     session.add(row)
     if previous is not None:  # the file's bytes changed: its old version may have no file left
         session.flush()
-        _missing_if_orphaned(session, previous, now)
+        if not _drop_superseded(session, previous):
+            _missing_if_orphaned(session, previous, now)
     if asset.missing_since is not None:
         asset.missing_since = None
         session.add(asset)

@@ -82,6 +82,12 @@ class WatchSettings(Section):
     quiet_seconds: float = Field(
         2.0, ge=0.0, le=3600.0, description="A file is taken once its size and mtime are unchanged this long."
     )
+    incomplete_seconds: float = Field(
+        60.0, ge=0.0, le=86400.0,
+        description="A settled file that looks cut off (an image still being written) is not taken: it is"
+        " checked again after a longer quiet period (4x quiet_seconds, at least 2 s) and on its next change,"
+        " and taken as it is (then rejected if broken) once its size and mtime stayed unchanged this long.",
+    )
     polling: bool = Field(False, description="Use watchdog's polling observer (network shares without inotify).")
     poll_interval: float = Field(2.0, gt=0.0, le=600.0, description="Seconds between polls in polling mode.")
 

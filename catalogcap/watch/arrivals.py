@@ -32,17 +32,32 @@ class StabilityTracker:
         self.on_stable = on_stable
         self.clock = clock
         self._pending: dict[Path, tuple[int, int, float]] = {}
+        self._quiet: dict[Path, float] = {}  # a longer quiet period for files that looked cut off
         self._lock = threading.Lock()
         self._wake = threading.Event()
 
     def touch(self, path: Path) -> None:
         with self._lock:
             self._pending[path] = (-1, -1, self.clock())
+            self._quiet.pop(path, None)
+        self._wake.set()
+
+    def defer(self, path: Path, seconds: float) -> None:
+        """Release `path` again once it has stayed unchanged for `seconds`, or `quiet_seconds`
+        after its next change, whichever comes first."""
+        try:
+            stat = path.stat()
+        except OSError:
+            return
+        with self._lock:
+            self._pending[path] = (stat.st_size, stat.st_mtime_ns, self.clock())
+            self._quiet[path] = seconds
         self._wake.set()
 
     def forget(self, path: Path) -> None:
         with self._lock:
             self._pending.pop(path, None)
+            self._quiet.pop(path, None)
 
     def __len__(self) -> int:
         with self._lock:
@@ -64,11 +79,15 @@ class StabilityTracker:
                 with self._lock:
                     if path in self._pending:
                         self._pending[path] = (stat.st_size, stat.st_mtime_ns, now)
+                        self._quiet.pop(path, None)  # it changed: the writer is back
                 continue
-            if now - since >= self.quiet:
+            with self._lock:
+                quiet = self._quiet.get(path, self.quiet)
+            if now - since >= quiet:
                 with self._lock:
                     if self._pending.get(path, (None,))[0] == size:
                         del self._pending[path]
+                        self._quiet.pop(path, None)
                         ready.append(path)
         for path in ready:
             self.on_stable(path)

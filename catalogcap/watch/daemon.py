@@ -10,6 +10,7 @@ database consistent, and the next start recovers running jobs and rescans the fo
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -20,6 +21,7 @@ from sqlalchemy.engine import Engine
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
+from catalogcap import images
 from catalogcap.errors import CatalogcapError
 from catalogcap.intake import Registered, display, mark_path_missing, register_file, scan
 from catalogcap.settings import Settings
@@ -54,10 +56,39 @@ class Daemon:
         self.tracker = StabilityTracker(settings.watch.quiet_seconds, self._arrived)
         self.lock = DaemonLock(settings.home)
         self.schedule_training = schedule_training
+        self._not_ready: dict[Path, tuple[tuple[int, int], float]] = {}  # signature, first seen cut off
 
     # -- arrivals ---------------------------------------------------------------------
+    def _ready(self, path: Path) -> bool:
+        """False while `path` looks cut off and has not stayed unchanged for `watch.incomplete_seconds`
+        (the tracker then offers it again after a longer quiet period or its next change)."""
+        watch = self.settings.watch
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return True  # gone or unreadable: register_file says which
+        reason = images.incomplete(path, max_pixels=self.settings.max_pixels,
+                                   max_bytes=int(self.settings.max_file_mb * 2**20))
+        if reason is None:
+            self._not_ready.pop(path, None)
+            return True
+        signature, now = (stat.st_size, stat.st_mtime_ns), time.monotonic()
+        seen = self._not_ready.get(path)
+        if seen is None or seen[0] != signature:
+            seen = self._not_ready[path] = (signature, now)
+            log.info("%s: not ready (%s); waiting for the writer", display(path), reason)
+        still = now - seen[1]
+        if still >= watch.incomplete_seconds:
+            self._not_ready.pop(path, None)
+            log.warning("%s: still %s after %.0f s unchanged; taking it as it is", display(path), reason, still)
+            return True
+        self.tracker.defer(path, min(max(4 * watch.quiet_seconds, 2.0), watch.incomplete_seconds - still))
+        return False
+
     def _arrived(self, path: Path) -> None:
         shown = display(path)
+        if not self._ready(path):
+            return
         try:
             item = register_file(self.engine, path, self.settings)
         except sa.exc.OperationalError as exc:  # the database is busy or went away for a moment
@@ -79,6 +110,7 @@ class Daemon:
             log.warning("%s: rejected: %s", display(item.path), item.reason)
 
     def _gone(self, path: Path) -> None:
+        self._not_ready.pop(path, None)
         try:
             if mark_path_missing(self.engine, path):
                 log.info("%s: gone (captions kept)", display(path))
