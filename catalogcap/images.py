@@ -21,9 +21,10 @@ import json
 import os
 import stat
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -49,6 +50,9 @@ REASONS: dict[str, str] = {
     "unreadable": "cannot read file",
 }
 
+# ImageInfo.frames counts at most this many pages, for at most this long (a TIFF may have 100,000).
+FRAME_CAP = 1000
+FRAME_SECONDS = 0.5
 DEFAULT_MAX_PIXELS = 180_000_000
 DEFAULT_MAX_BYTES = 200 * 2**20
 
@@ -105,7 +109,8 @@ class ImageRejected(CatalogcapError):
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """What a header says: format name, upright size (after EXIF orientation), frame count, mode."""
+    """What a header says: format name, upright size (after EXIF orientation), frame count (at most
+    `FRAME_CAP`), mode."""
 
     format: str
     width: int
@@ -297,10 +302,24 @@ def _unidentified(path: Path, head: bytes, exc: Exception) -> ImageRejected:
 
 
 def _frame_count(image: Image.Image) -> int:
+    """Frames in the file, counted up to `FRAME_CAP` pages or `FRAME_SECONDS` (only the first
+    frame is used; Pillow's `n_frames` walks every page of a TIFF, in time quadratic in pages)."""
     try:
-        return max(1, int(getattr(image, "n_frames", 1)))
+        known = getattr(image, "_n_frames", None)
+        if isinstance(known, int):
+            return max(1, known)
+        if not getattr(image, "is_animated", False):
+            return 1
     except Exception:  # a broken later frame does not matter: only the first is used
         return 1
+    count, deadline = 1, time.monotonic() + FRAME_SECONDS
+    with suppress(Exception):  # EOFError past the last frame, or a broken one: what was counted stands
+        while count < FRAME_CAP and time.monotonic() < deadline:
+            image.seek(count)
+            count += 1
+    with suppress(Exception):
+        image.seek(0)
+    return count
 
 
 def _orientation(image: Image.Image, *, header_only: bool = False) -> int:

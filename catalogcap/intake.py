@@ -181,10 +181,22 @@ def _attach_path(session: Session, asset: Asset, path: Path, stat: os.stat_resul
         session.add(asset)
 
 
+Probe = images.ImageInfo | images.ImageRejected
+
+
+def probe_file(path: Path, settings: Settings) -> Probe:
+    """The header of `path` under the store's budgets, or why it is refused (never raises it)."""
+    try:
+        return images.probe(path, max_pixels=settings.max_pixels, max_bytes=int(settings.max_file_mb * 2**20))
+    except images.ImageRejected as exc:
+        return exc
+
+
 def register(session: Session, path: Path, settings: Settings, *, fingerprint: str | None = None,
-             hashed: tuple[int, int] | None = None) -> Registered:
-    """Classify and record one file inside the caller's transaction (`fingerprint`: the
-    sha256 already computed outside it, so the write lock is not held while hashing)."""
+             hashed: tuple[int, int] | None = None, probed: Probe | None = None) -> Registered:
+    """Classify and record one file inside the caller's transaction. `fingerprint` and `probed`
+    (sha256 and header) were computed outside it from the file as it was at `hashed` (size,
+    mtime), so the write lock is not held while reading; a file changed since is read again."""
     path = path.absolute()
     now = utcnow()
     try:
@@ -203,9 +215,8 @@ def register(session: Session, path: Path, settings: Settings, *, fingerprint: s
         if asset is not None and asset.state == "rejected":
             return Registered(path, "unchanged", known.asset_id, asset.error)
         return Registered(path, "unchanged", known.asset_id)
-    limits = {"max_pixels": settings.max_pixels, "max_bytes": int(settings.max_file_mb * 2**20)}
-    if fingerprint is not None and hashed != (stat.st_size, stat.st_mtime_ns):
-        fingerprint = None  # the file changed after it was hashed
+    if hashed != (stat.st_size, stat.st_mtime_ns):
+        fingerprint, probed = None, None  # the file changed after it was read
     if fingerprint is None:
         try:
             fingerprint = fingerprint_file(path)
@@ -229,10 +240,9 @@ def register(session: Session, path: Path, settings: Settings, *, fingerprint: s
         if previous_asset_id == existing.id:
             return Registered(path, "unchanged", existing.id)
         return Registered(path, "duplicate" if others_live else "moved", existing.id)
-    try:
-        info = images.probe(path, **limits)
-    except images.ImageRejected as exc:
-        return _reject(session, path, stat, fingerprint, exc, now)
+    info = probed if probed is not None else probe_file(path, settings)
+    if isinstance(info, images.ImageRejected):
+        return _reject(session, path, stat, fingerprint, info, now)
     asset = Asset(fingerprint=fingerprint, size=stat.st_size, width=info.width, height=info.height,
                   format=info.format, state="queued", created_at=now, updated_at=now)
     session.add(asset)
@@ -242,13 +252,16 @@ def register(session: Session, path: Path, settings: Settings, *, fingerprint: s
     return Registered(path, "changed" if known is not None else "new", asset.id)
 
 
-def register_file(engine: Engine, path: Path, settings: Settings) -> Registered:
+def register_file(engine: Engine, path: Path, settings: Settings, *,
+                  probed: tuple[tuple[int, int], images.ImageInfo] | None = None) -> Registered:
     """`register` in its own write transaction, retried once on a concurrent insert of the same path.
-    The file is hashed before the transaction starts unless the store already knows it unchanged."""
+    The file is hashed, and probed when its bytes are new to the store, before the transaction
+    starts (a 100,000-page TIFF must not hold the write lock). `probed`: the caller's own probe
+    (an API upload's sniff) and the (size, mtime) it saw, used when the file is still that."""
     path = path.absolute()
     if not utf8_name(path):
         return Registered(path, "rejected", None, BAD_NAME)
-    fingerprint, hashed = None, None
+    fingerprint, hashed, probe = None, None, None
     try:
         stat = path.stat()
         if not stat_module.S_ISREG(stat.st_mode):  # a FIFO or device would hang the reader
@@ -256,14 +269,18 @@ def register_file(engine: Engine, path: Path, settings: Settings) -> Registered:
         hashed = (stat.st_size, stat.st_mtime_ns)
         with read_session(engine) as session:
             known = session.exec(select(AssetPath).where(AssetPath.path == str(path))).first()
-        if known is None or known.missing or (known.size, known.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
+        if known is None or known.missing or (known.size, known.mtime_ns) != hashed:
             fingerprint = fingerprint_file(path)
+            with read_session(engine) as session:
+                new_bytes = session.exec(select(Asset.id).where(Asset.fingerprint == fingerprint)).first() is None
+            if new_bytes:
+                probe = probed[1] if probed is not None and probed[0] == hashed else probe_file(path, settings)
     except OSError:
         fingerprint = None  # vanished or unreadable: `register` reports it
     for attempt in (1, 2):
         try:
             with write_session(engine) as session:
-                return register(session, path, settings, fingerprint=fingerprint, hashed=hashed)
+                return register(session, path, settings, fingerprint=fingerprint, hashed=hashed, probed=probe)
         except sa.exc.IntegrityError:
             if attempt == 2:
                 raise

@@ -76,13 +76,19 @@ def spool(source: BinaryIO, root: Path, max_bytes: int) -> tuple[Path, str]:
     return Path(name), digest.hexdigest()
 
 
-def sniff(path: Path, limits: Limits) -> images.ImageInfo:
-    """What the bytes are; a problem (413/415/422) when they are not an acceptable image."""
+def sniff(path: Path, limits: Limits) -> tuple[tuple[int, int], images.ImageInfo]:
+    """What the bytes are, with the (size, mtime) of the file before it was read, so intake can
+    reuse this probe instead of reading the header again; a problem (413/415/422) when they are
+    not an acceptable image."""
     try:
-        return images.probe(path, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes)
+        before = os.stat(path)
+        info = images.probe(path, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes)
     except images.ImageRejected as exc:
         raise ApiProblem(REJECTION_STATUS.get(exc.code, 422), f"Image refused: {exc.reason}", exc.detail,
                          code=exc.code) from None
+    except FileNotFoundError:
+        raise ApiProblem(404, "No such file", f"{path} disappeared while it was read", code="path_not_found") from None
+    return (before.st_size, before.st_mtime_ns), info
 
 
 def place(tmp: Path, root: Path, fingerprint: str, fmt: str) -> Path:

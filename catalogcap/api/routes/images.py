@@ -66,17 +66,17 @@ def _upload(ctx: ApiContext, file: UploadFile) -> tuple[AssetOut, bool]:
             known = session.exec(select(Asset).where(Asset.fingerprint == fingerprint)).first()
             if known is not None and _has_live_file(session, known.id):
                 return AssetOut.of(known, _latest_job(session, known.id)), False
-        info = sniff(tmp, limits)
-        final = place(tmp, root, fingerprint, info.format)
+        probed = sniff(tmp, limits)
+        final = place(tmp, root, fingerprint, probed[1].format)  # a rename: size and mtime stay
     finally:
         tmp.unlink(missing_ok=True)
-    return _registered(ctx, register_file(ctx.engine, final, settings))
+    return _registered(ctx, register_file(ctx.engine, final, settings, probed=probed))
 
 
 def _register_path(ctx: ApiContext, raw: str) -> tuple[AssetOut, bool]:
     real = resolve_registered(raw, ctx.settings)
-    sniff(real, Limits.of(ctx.settings))  # refuse what is not an image before the store records anything
-    return _registered(ctx, register_file(ctx.engine, real, ctx.settings))
+    probed = sniff(real, Limits.of(ctx.settings))  # refuse what is not an image before the store records it
+    return _registered(ctx, register_file(ctx.engine, real, ctx.settings, probed=probed))
 
 
 @upload_router.post(
