@@ -21,6 +21,7 @@ import json
 import os
 import stat
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -354,13 +355,47 @@ def _probe(fp: IO[bytes], path: Path, max_pixels: int) -> ImageInfo:
 # --------------------------------------------------------------------------- decoding
 
 
+# A decode of more pixels than this (after JPEG draft scaling) waits for one of LARGE_DECODES
+# slots, so a burst of huge pictures (a 97 KB PNG can hold 100 MP) costs at most that many
+# full-size buffers at once, however many threads decode.
+LARGE_DECODE_PIXELS = 16_000_000
+LARGE_DECODES = 2
+_large_decodes = threading.BoundedSemaphore(LARGE_DECODES)
+
+
+@contextmanager
+def _decode_slot(image: Image.Image) -> Iterator[None]:
+    width, height = image.size
+    if width * height <= LARGE_DECODE_PIXELS:
+        yield
+        return
+    with _large_decodes:
+        yield
+
+
+def _decode(image: Image.Image) -> None:
+    """Decode the pixels (the step whose memory `_decode_slot` bounds)."""
+    image.load()
+
+
+def _reduce_early(image: Image.Image, target_size: int | None) -> Image.Image:
+    """Shrink a plain grey or RGB picture right after decoding, before any converted copy of
+    the full-size buffer is made (the result equals converting first, then reducing)."""
+    if not target_size or image.mode not in ("L", "RGB") or "icc_profile" in image.info \
+            or "transparency" in image.info:
+        return image
+    factor = min(image.size) // target_size
+    return image.reduce(factor) if factor >= 2 else image
+
+
 def _load(fp: IO[bytes], path: Path, max_pixels: int, target_size: int | None) -> Image.Image:
     with _open(fp, path, max_pixels) as image:
         if target_size and image.format in ("JPEG", "MPO"):
             image.draft("RGB", (target_size, target_size))
-        image.load()
-        orientation = _orientation(image)
-        rgb = _to_rgb(image)
+        with _decode_slot(image):
+            _decode(image)
+            orientation = _orientation(image)
+            rgb = _to_rgb(_reduce_early(image, target_size))
     if target_size:
         factor = min(rgb.size) // target_size
         if factor >= 2:
