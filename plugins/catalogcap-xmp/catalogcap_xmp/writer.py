@@ -1,7 +1,8 @@
 """Writing reviewed captions into XMP: a sidecar beside (or under --out) the image, or embedded.
 
 Every write goes to a temporary file in the target's folder; exiftool writes it, we read it
-back and compare, and only then rename it over the target. Embedding also decodes the image
+back and compare, and only then rename it over the target. An embedded copy must hash to the
+fingerprint the captions belong to, so a file swapped after planning is skipped. Embedding also decodes the image
 before and after and refuses the result unless every pixel of every frame is identical.
 """
 
@@ -99,9 +100,15 @@ def stage(item: Item, mode: str) -> None:
         raise SkipItem(f"{target}: is a symbolic link; refusing to write through it")
     item.temp = target.parent / f".{target.stem}.catalogcap-{secrets.token_hex(4)}{target.suffix}"
     if mode == "embed":
-        stat = item.image.stat()
-        item.seen = (stat.st_size, stat.st_mtime_ns)
+        before = item.image.stat()
+        item.seen = (before.st_size, before.st_mtime_ns)
         shutil.copy2(item.image, item.temp)
+        after = item.image.stat()
+        # `plan` hashed the original earlier: a file replaced since then must not get this image's text
+        if (after.st_size, after.st_mtime_ns) != item.seen or sha256_of(item.temp) != item.fingerprint:
+            raise SkipItem(f"{item.image}: replaced or changed since it was checked (the sha256 of the copy"
+                           " differs from the captioned image's); left alone, run `catalogcap scan` and export"
+                           " it again")
     elif target.exists():
         shutil.copy2(target, item.temp)  # keep what others (Lightroom, a DAM) wrote in the sidecar
 
