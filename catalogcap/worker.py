@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from catalogcap import images
+from catalogcap.errors import ModelLoadError
 from catalogcap.intake import rejection_reason
 from catalogcap.settings import KINDS, Settings
 from catalogcap.store.captions import save_model_captions
@@ -108,6 +109,7 @@ class Worker:
         """
         max_wait = self.settings.queue.max_wait_seconds
         failures = 0
+        said = ""  # the last model error logged: a model that will not load is said once, not every retry
         while not stop.is_set():
             try:
                 wake.clear()  # before counting, so a wake-up during the count is not lost
@@ -123,7 +125,14 @@ class Worker:
                 if result.claimed:
                     log.info("captioned %d, retrying %d, failed %d", result.captioned, result.retrying,
                              result.failed)
-                failures = 0
+                failures, said = 0, ""
+            except ModelLoadError as exc:
+                failures += 1
+                self.errors += 1
+                if str(exc) != said:
+                    log.error("%s; jobs stay queued until it loads", exc)
+                    said = str(exc)
+                stop.wait(min(2.0 * failures, 30.0))
             except Exception:
                 failures += 1
                 self.errors += 1
@@ -133,6 +142,7 @@ class Worker:
     def run_batch(self, limit: int | None = None) -> BatchResult:
         """Claim and caption up to `limit` (batch size) jobs; an empty result means no work."""
         limit = limit or self.settings.batch_size
+        self.captioner()  # a model that cannot load fails here, before any job is claimed or touched
         claimed = claim(self.engine, self.owner, limit, lease_seconds=self.settings.queue.lease_seconds)
         result = BatchResult(claimed=len(claimed))
         if not claimed:

@@ -39,11 +39,12 @@ def _run(env: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess, 
     return done, time.monotonic() - start
 
 
-def _jobs(home: Path) -> list[tuple[int, str, int]]:
+def _jobs(home: Path) -> list[tuple[int, str, int, str | None]]:
     engine = create_store_engine(load_settings({"home": str(home)}).db_url)
     try:
         with read_session(engine) as session:
-            return [(j.id, j.state, j.attempts) for j in session.exec(select(Job).order_by(Job.id)).all()]
+            return [(j.id, j.state, j.attempts, j.last_error)
+                    for j in session.exec(select(Job).order_by(Job.id)).all()]
     finally:
         engine.dispose()
 
@@ -55,7 +56,7 @@ def test_hub_id_without_network_exits_1_in_seconds_with_one_line(home: Path, pho
     queued, _ = _run(_env(home, str(tiny_model_dir)), "scan", "--no-caption", "--json", str(photos))
     assert queued.returncode == 0, queued.stderr
     before = _jobs(home)
-    assert len(before) == 4 and all(state == "pending" for _, state, _ in before)
+    assert len(before) == 4 and all(state == "pending" for _, state, _, _ in before)
 
     done, took = _run(_env(home, HUB_ID), *[part.format(photos=photos) for part in command])
     lines = [line for line in done.stderr.splitlines() if line.strip()]
@@ -121,3 +122,38 @@ def test_check_model_folder_names_everything_missing(tmp_path: Path, tiny_model_
     message = str(caught.value)
     assert "safetensors weights" in message and "tokenizer" in message and "processor config" in message
     assert "config (config.json)" not in message and "pickled .bin weights" in message
+
+
+def test_a_worker_whose_model_will_not_load_touches_no_job_and_says_so_once(
+        home: Path, photos: Path, tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import threading
+
+    from catalogcap.intake import scan
+    from catalogcap.worker import Worker
+
+    folder = tmp_path / "no-weights"
+    shutil.copytree(tiny_model_dir, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    settings = load_settings({"model": str(folder)})
+    engine = create_store_engine(settings.db_url)
+    scan(engine, [photos], settings)
+    before = _jobs(home)
+    worker = Worker(engine, settings)  # as `catalogcap serve` runs it
+    stop, wake = threading.Event(), threading.Event()
+    loop = threading.Thread(target=worker.run_until, args=(stop, wake))
+    with caplog.at_level(logging.ERROR, logger="catalogcap.worker"):
+        loop.start()
+        try:
+            deadline = time.monotonic() + 30
+            while worker.errors < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            wake.set()
+            loop.join(30)
+            worker.close()
+            engine.dispose()
+    assert worker.errors >= 2
+    said = [r.getMessage() for r in caplog.records if r.name == "catalogcap.worker"]
+    assert len(said) == 1 and "missing safetensors weights" in said[0] and not caplog.records[0].exc_info
+    assert _jobs(home) == before and all(job[1:] == ("pending", 0, None) for job in before)
