@@ -22,13 +22,14 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from catalogcap import images
-from catalogcap.fingerprint import fingerprint_file
+from catalogcap.fingerprint import content_id, fingerprint_file
 from catalogcap.settings import Settings
 from catalogcap.store.database import read_session, write_session
 from catalogcap.store.models import Asset, AssetPath, Caption, Job, utcnow
 from catalogcap.store.queue import enqueue
 
-OUTCOMES = ("new", "unchanged", "moved", "duplicate", "changed", "rejected", "vanished")
+# "metadata": the file's bytes changed but its picture did not (a metadata-only rewrite): same asset, no job
+OUTCOMES = ("new", "unchanged", "metadata", "moved", "duplicate", "changed", "rejected", "vanished")
 
 
 @dataclass(frozen=True)
@@ -123,12 +124,21 @@ def rejection_reason(exc: images.ImageRejected) -> str:
     return f"{images.REASONS.get(exc.code, exc.code)}: {exc.detail}"
 
 
+def picture_id(path: Path, settings: Settings, fingerprint: str) -> str:
+    """The `content_id` of `path`, or its byte `fingerprint` when the picture cannot be read (so
+    the asset is marked as computed, and only identical bytes will ever match it)."""
+    try:
+        return content_id(path, max_pixels=settings.max_pixels) or fingerprint
+    except OSError:
+        return fingerprint
+
+
 def _reject(session: Session, path: Path, stat: os.stat_result, fingerprint: str, exc: images.ImageRejected,
-            now) -> Registered:
+            now, content: str) -> Registered:
     asset = session.exec(select(Asset).where(Asset.fingerprint == fingerprint)).first()
     if asset is None:
-        asset = Asset(fingerprint=fingerprint, size=stat.st_size, state="rejected", error=str(rejection_reason(exc)),
-                      created_at=now, updated_at=now)
+        asset = Asset(fingerprint=fingerprint, content_id=content, size=stat.st_size, state="rejected",
+                      error=str(rejection_reason(exc)), created_at=now, updated_at=now)
         session.add(asset)
         session.flush()
     _attach_path(session, asset, path, stat, now)
@@ -193,10 +203,12 @@ def probe_file(path: Path, settings: Settings) -> Probe:
 
 
 def register(session: Session, path: Path, settings: Settings, *, fingerprint: str | None = None,
-             hashed: tuple[int, int] | None = None, probed: Probe | None = None) -> Registered:
-    """Classify and record one file inside the caller's transaction. `fingerprint` and `probed`
-    (sha256 and header) were computed outside it from the file as it was at `hashed` (size,
-    mtime), so the write lock is not held while reading; a file changed since is read again."""
+             hashed: tuple[int, int] | None = None, probed: Probe | None = None,
+             content: str | None = None) -> Registered:
+    """Classify and record one file inside the caller's transaction. `fingerprint`, `probed` and
+    `content` (sha256, header, picture id) were computed outside it from the file as it was at
+    `hashed` (size, mtime), so the write lock is not held while reading; a file changed since is
+    read again. `content` of an unchanged file fills in an asset's missing content id."""
     path = path.absolute()
     now = utcnow()
     try:
@@ -212,11 +224,15 @@ def register(session: Session, path: Path, settings: Settings, *, fingerprint: s
         known.last_seen = now
         session.add(known)
         asset = session.get(Asset, known.asset_id)
+        if asset is not None and asset.content_id is None and content is not None and hashed == (
+                stat.st_size, stat.st_mtime_ns):
+            asset.content_id = content  # a store from before 0004: learn the picture's identity now
+            session.add(asset)
         if asset is not None and asset.state == "rejected":
             return Registered(path, "unchanged", known.asset_id, asset.error)
         return Registered(path, "unchanged", known.asset_id)
     if hashed != (stat.st_size, stat.st_mtime_ns):
-        fingerprint, probed = None, None  # the file changed after it was read
+        fingerprint, probed, content = None, None, None  # the file changed after it was read
     if fingerprint is None:
         try:
             fingerprint = fingerprint_file(path)
@@ -224,12 +240,20 @@ def register(session: Session, path: Path, settings: Settings, *, fingerprint: s
             return Registered(path, "rejected", None, f"unreadable: {exc.strerror or exc}")
     previous_asset_id = known.asset_id if known is not None else None
     existing = session.exec(select(Asset).where(Asset.fingerprint == fingerprint)).first()
+    retagged = False
+    if existing is None:
+        content = content or picture_id(path, settings, fingerprint)
+        existing = session.exec(select(Asset).where(Asset.content_id == content).order_by(col(Asset.id))).first()
+        retagged = existing is not None
     if existing is not None:
         others_live = session.exec(
             select(AssetPath).where(AssetPath.asset_id == existing.id, AssetPath.path != str(path),
                                     col(AssetPath.missing).is_(False))
         ).all()
         others_live = [p for p in others_live if present(p.path) is not False]
+        if retagged and not others_live:  # the only copy was rewritten: the asset follows its bytes
+            existing.fingerprint, existing.size, existing.updated_at = fingerprint, stat.st_size, now
+            session.add(existing)
         _attach_path(session, existing, path, stat, now)
         if existing.state == "rejected":
             return Registered(path, "rejected" if previous_asset_id != existing.id else "unchanged",
@@ -238,12 +262,12 @@ def register(session: Session, path: Path, settings: Settings, *, fingerprint: s
             # never captioned: its job may have failed because the file was gone when its turn came
             enqueue(session, existing.id, now=now)
         if previous_asset_id == existing.id:
-            return Registered(path, "unchanged", existing.id)
+            return Registered(path, "metadata" if retagged else "unchanged", existing.id)
         return Registered(path, "duplicate" if others_live else "moved", existing.id)
     info = probed if probed is not None else probe_file(path, settings)
     if isinstance(info, images.ImageRejected):
-        return _reject(session, path, stat, fingerprint, info, now)
-    asset = Asset(fingerprint=fingerprint, size=stat.st_size, width=info.width, height=info.height,
+        return _reject(session, path, stat, fingerprint, info, now, content)
+    asset = Asset(fingerprint=fingerprint, content_id=content, size=stat.st_size, width=info.width, height=info.height,
                   format=info.format, state="queued", created_at=now, updated_at=now)
     session.add(asset)
     session.flush()
@@ -261,7 +285,7 @@ def register_file(engine: Engine, path: Path, settings: Settings, *,
     path = path.absolute()
     if not utf8_name(path):
         return Registered(path, "rejected", None, BAD_NAME)
-    fingerprint, hashed, probe = None, None, None
+    fingerprint, hashed, probe, content = None, None, None, None
     try:
         stat = path.stat()
         if not stat_module.S_ISREG(stat.st_mode):  # a FIFO or device would hang the reader
@@ -269,18 +293,25 @@ def register_file(engine: Engine, path: Path, settings: Settings, *,
         hashed = (stat.st_size, stat.st_mtime_ns)
         with read_session(engine) as session:
             known = session.exec(select(AssetPath).where(AssetPath.path == str(path))).first()
+            # a store from before content ids: the asset's fingerprint when its picture id is not known yet
+            unidentified = session.exec(select(Asset.fingerprint).where(
+                Asset.id == known.asset_id, col(Asset.content_id).is_(None))).first() if known is not None else None
         if known is None or known.missing or (known.size, known.mtime_ns) != hashed:
             fingerprint = fingerprint_file(path)
             with read_session(engine) as session:
                 new_bytes = session.exec(select(Asset.id).where(Asset.fingerprint == fingerprint)).first() is None
             if new_bytes:
                 probe = probed[1] if probed is not None and probed[0] == hashed else probe_file(path, settings)
+                content = picture_id(path, settings, fingerprint)
+        elif unidentified is not None:  # unchanged: read it once now to learn its picture id
+            content = picture_id(path, settings, unidentified)
     except OSError:
         fingerprint = None  # vanished or unreadable: `register` reports it
     for attempt in (1, 2):
         try:
             with write_session(engine) as session:
-                return register(session, path, settings, fingerprint=fingerprint, hashed=hashed, probed=probe)
+                return register(session, path, settings, fingerprint=fingerprint, hashed=hashed, probed=probe,
+                                content=content)
         except sa.exc.IntegrityError:
             if attempt == 2:
                 raise

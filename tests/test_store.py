@@ -53,8 +53,9 @@ def test_upgrade_existing_database_in_place(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = create_store_engine(url, migrate=False)
     upgrade(engine, "0001")
-    with write_session(engine) as session:
-        _asset(session, 1)
+    with engine.begin() as conn:  # as that release wrote it: today's model has columns 0001 lacks
+        conn.exec_driver_sql("INSERT INTO assets (fingerprint, size, state, created_at, updated_at)"
+                             f" VALUES ('{1:064x}', 10, 'queued', '2026-01-01 00:00:00', '2026-01-01 00:00:00')")
     engine.dispose()
     engine = create_store_engine(url)
     assert current_revision(engine) == head_revision()

@@ -69,6 +69,7 @@ def scan(app: App, folders: tuple[Path, ...], as_json: bool, no_caption: bool) -
         "found": report.found,
         "new": report.outcomes["new"] + report.outcomes["changed"],
         "unchanged": report.outcomes["unchanged"],
+        "metadata_only": report.outcomes["metadata"],
         "moved": report.outcomes["moved"],
         "duplicates": report.outcomes["duplicate"],
         "changed": report.outcomes["changed"],
@@ -82,8 +83,8 @@ def scan(app: App, folders: tuple[Path, ...], as_json: bool, no_caption: bool) -
         app.json(summary)
         return
     table = Table(title="scan", show_header=False)
-    for key in ("found", "new", "changed", "unchanged", "moved", "duplicates", "missing", "captioned",
-                "rejected"):
+    for key in ("found", "new", "changed", "unchanged", "metadata_only", "moved", "duplicates", "missing",
+                "captioned", "rejected"):
         table.add_row(key, str(summary[key]))
     app.console.print(table)
     if rejections:

@@ -46,11 +46,15 @@ def _ts(nullable: bool = False, **kw: Any) -> Any:
 
 
 class Asset(SQLModel, table=True):
-    """One distinct image, keyed by the sha256 of its bytes; paths live in AssetPath."""
+    """One distinct image, keyed by the sha256 of its bytes as last seen and by its picture's
+    `content_id`; paths live in AssetPath."""
 
     __tablename__ = "assets"
     id: int | None = Field(default=None, primary_key=True)
     fingerprint: str = Field(max_length=64, unique=True, index=True)
+    # sha256 of the picture without its metadata (catalogcap.fingerprint.content_id): a metadata-only
+    # rewrite of the file (exiftool, an XMP embed) keeps the asset; None until computed (see 0004)
+    content_id: str | None = Field(default=None, max_length=64, index=True)
     size: int
     width: int | None = None
     height: int | None = None
