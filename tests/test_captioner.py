@@ -61,7 +61,7 @@ def test_pickle_only_model_folder_is_refused(tmp_path: Path, tiny_model_dir: Pat
 def test_missing_model_and_offline_hub_id_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_model(str(tmp_path / "nope"))
-    with pytest.raises(ModelLoadError, match=r"model 'Example/not-on-this-machine' is not in the local .*HF_HUB_OFFLINE=1"):
+    with pytest.raises(ModelLoadError, match=r"'Example/not-on-this-machine' is not in the local .*HF_HUB_OFFLINE=1"):
         load_model("Example/not-on-this-machine")
 
 
