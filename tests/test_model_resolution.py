@@ -157,3 +157,31 @@ def test_a_worker_whose_model_will_not_load_touches_no_job_and_says_so_once(
     said = [r.getMessage() for r in caplog.records if r.name == "catalogcap.worker"]
     assert len(said) == 1 and "missing safetensors weights" in said[0] and not caplog.records[0].exc_info
     assert _jobs(home) == before and all(job[1:] == ("pending", 0, None) for job in before)
+
+
+def test_a_hub_that_answers_with_errors_is_one_line_without_request_logs(home: Path, photos: Path) -> None:
+    import http.server
+    import threading
+
+    class Down(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Down)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = _env(home, HUB_ID, HF_ENDPOINT=f"http://127.0.0.1:{server.server_port}",
+                   CATALOGCAP_LOG_LEVEL="DEBUG")
+        done, took = _run(env, "scan", str(photos))
+    finally:
+        server.shutdown()
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1 and took < 15
+    assert len(lines) == 1 and lines[0].startswith("error: cannot look up model"), done.stderr

@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,8 @@ def quiet_hub() -> None:
 
     hub_logging.set_verbosity_error()
     disable_progress_bars()
+    for name in ("httpx", "httpx2", "httpcore", "httpcore2", "urllib3", "filelock"):  # one INFO line per request
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def quiet_transformers() -> None:
@@ -165,7 +168,7 @@ def _resolve_hub(model_id: str, revision: str | None, timeout: float) -> Path:
         raise ModelLoadError(f"model {model_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1"
                              f" forbids downloading it: {offline_hint(model_id)}")
     try:
-        HfApi().model_info(model_id, revision=revision, timeout=timeout)
+        _within(timeout, lambda: HfApi().model_info(model_id, revision=revision, timeout=timeout))
     except GatedRepoError:
         raise ModelLoadError(f"model {model_id!r} is gated on the Hugging Face hub: accept its terms there and"
                              " set HF_TOKEN, or set CATALOGCAP_MODEL to a local copy") from None
@@ -196,6 +199,28 @@ def _resolve_hub(model_id: str, revision: str | None, timeout: float) -> Path:
         raise ModelLoadError(f"downloading model {model_id!r} failed ({type(exc).__name__}: {_first_line(exc)});"
                              f" {offline_hint(model_id)}") from None
     return check_model_folder(path, f"downloaded model {model_id!r} in")
+
+
+def _within(seconds: float, call: Callable[[], Any]) -> Any:
+    """`call()` in a daemon thread, given up after `seconds` (+1): a resolver with no DNS server
+    can block in getaddrinfo longer than any socket timeout."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome.append((False, exc))
+
+    worker = threading.Thread(target=run, name="catalogcap-hub-lookup", daemon=True)
+    worker.start()
+    worker.join(seconds + 1.0)
+    if not outcome:
+        raise TimeoutError(f"no answer within {seconds:.0f} s")
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
 
 
 def _first_line(exc: BaseException) -> str:
