@@ -103,8 +103,8 @@ def iter_images(root: Path, settings: Settings,
                 on_unreadable: Callable[[Path, OSError], None] | None = None) -> Iterator[Path]:
     """Image files under `root` (recursive, sorted, hidden folders and ignored names skipped);
     a folder that cannot be listed is passed to `on_unreadable` (and skipped)."""
-    if root.is_file():
-        if matches(root.name, settings.watch.include, settings.watch.ignore):
+    if not root.is_dir():  # a file given by name (register_file rejects a FIFO or device for what it is)
+        if root.exists() and matches(root.name, settings.watch.include, settings.watch.ignore):
             yield root
         return
 

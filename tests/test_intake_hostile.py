@@ -75,6 +75,9 @@ def test_scan_rejects_fifo_and_device_symlink_and_finishes(home: Path, tmp_path:
     assert summary["new"] == 1 and summary["rejected"] == 2
     assert {Path(r["path"]).name: r["reason"] for r in summary["rejections"]} == {
         "fifo.jpg": NOT_REGULAR, "zero.jpg": NOT_REGULAR}
+    named = _catalogcap("scan", str(folder / "fifo.jpg"), "--json", "--no-caption", timeout=60)
+    assert named.returncode == 0, named.stderr
+    assert [r["reason"] for r in json.loads(named.stdout)["rejections"]] == [NOT_REGULAR]
 
 
 def test_daemon_survives_fifos_at_start_and_after_and_stops_on_sigterm(home: Path, tmp_path: Path,
