@@ -8,39 +8,19 @@ and no more than the size the file had when it was opened is ever read.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
-import stat
 from pathlib import Path
 
 from catalogcap import images
+from catalogcap.images import NotRegularFile, open_regular
 
 CHUNK = 1 << 20
-
-
-class NotRegularFile(OSError):
-    """A FIFO, socket, device or folder where an image file was expected."""
-
-    def __init__(self, path: Path | str) -> None:
-        super().__init__(errno.EINVAL, "not a regular file", str(path))
+__all__ = ["NotRegularFile", "content_id", "fingerprint_bytes", "fingerprint_file", "open_regular"]
 
 
 def fingerprint_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def open_regular(path: Path | str) -> int:
-    """A read-only descriptor of `path`, which must be a regular file (never blocks on a FIFO)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise NotRegularFile(path)
-        os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def fingerprint_file(path: Path | str) -> str:

@@ -16,6 +16,7 @@ FOLDER load and how many are rejected for each reason.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -235,14 +236,37 @@ def _check_bytes(path: Path, size: int, max_bytes: int) -> None:
         raise ImageRejected(path, "too_large", f"{size:,} bytes, more than the limit of {max_bytes:,}")
 
 
+class NotRegularFile(OSError):
+    """A FIFO, socket, device or folder where an image file was expected."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(errno.EINVAL, "not a regular file", str(path))
+
+
+def open_regular(path: str | os.PathLike[str]) -> int:
+    """A read-only descriptor of `path`, which must be a regular file: opened without blocking
+    (a FIFO would wait for a writer forever), checked on the descriptor itself (no race with a
+    swap after a stat), then made blocking again. Raises `NotRegularFile` or another OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(path)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 @contextmanager
 def _open_file(path: Path, max_bytes: int) -> Iterator[IO[bytes]]:
     """Open a regular file for reading once its size passes; FIFOs and devices are refused."""
-    info = os.stat(path)
-    if not stat.S_ISREG(info.st_mode):
-        raise ImageRejected(path, "unreadable", "not a regular file")
-    _check_bytes(path, info.st_size, max_bytes)
-    with open(path, "rb") as fp:
+    try:
+        fd = open_regular(path)
+    except NotRegularFile:
+        raise ImageRejected(path, "unreadable", "not a regular file") from None
+    with os.fdopen(fd, "rb") as fp:
+        _check_bytes(path, os.fstat(fd).st_size, max_bytes)
         yield fp
 
 

@@ -182,7 +182,7 @@ def test_os_errors_while_reading_are_unreadable(tmp_path: Path, monkeypatch: pyt
     def denied(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(images, "open", denied, raising=False)  # shadows the builtin inside the module only
+    monkeypatch.setattr(images, "open_regular", denied)
     exc = rejection(probe, path)
     assert exc.code == "unreadable" and exc.detail == "PermissionError: Permission denied"
     assert "locked.png" in str(exc)
