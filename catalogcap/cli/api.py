@@ -6,7 +6,6 @@ import ipaddress
 import signal
 
 import click
-from rich.table import Table
 
 from catalogcap.cli.app import App, pass_app
 from catalogcap.errors import CatalogcapError
@@ -111,14 +110,11 @@ def tokens_list(app: App, as_json: bool) -> None:
                    "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
                    "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None} for t in rows])
         return
-    table = Table(title=f"{len(rows)} tokens")
-    for column in ("id", "name", "scope", "created", "last used", "state"):
-        table.add_column(column)
-    for t in rows:
-        table.add_row(t.id, t.name, t.scope, f"{t.created_at:%Y-%m-%d %H:%M}",
-                      f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never",
-                      "revoked" if t.revoked_at else "live")
-    app.console.print(table)
+    app.table(("id", "name", "scope", "created", "last used", "state"),
+              [(t.id, t.name, t.scope, f"{t.created_at:%Y-%m-%d %H:%M}",
+                f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never",
+                "revoked" if t.revoked_at else "live") for t in rows],
+              title=f"{len(rows)} tokens")
 
 
 @tokens.command("revoke")

@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from catalogcap.cli.app import App, pass_app
 from catalogcap.errors import CatalogcapError
@@ -42,15 +41,12 @@ def list_(app: App, as_json: bool) -> None:
     if as_json:
         app.json(items)
         return
-    table = Table(title=f"{len(items)} plugins")
-    for column in ("name", "package", "status", "hooks", "exporters", "failures"):
-        table.add_column(column, overflow="fold")
-    for item in items:
-        table.add_row(item["name"], f"{item['package']} {item['version']}",
-                      item["status"] + (f": {item['error']}" if item.get("error") else ""),
-                      "\n".join(item["hooks"]), ", ".join(item["exporters"]),
-                      str(item["failures_recorded"] + item["failures"]))
-    app.console.print(table)
+    app.table(("name", "package", "status", "hooks", "exporters", "failures"),
+              [(item["name"], f"{item['package']} {item['version']}",
+                item["status"] + (f": {item['error']}" if item.get("error") else ""),
+                ", ".join(item["hooks"]), ", ".join(item["exporters"]),
+                item["failures_recorded"] + item["failures"]) for item in items],
+              title=f"{len(items)} plugins")
 
 
 def _recorded_failures(app: App) -> dict[str, dict[str, Any]]:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from rich.table import Table
 
 from catalogcap.cli.app import App, pass_app
 from catalogcap.cli.captions import default_reviewer
@@ -177,23 +176,20 @@ def stats(app: App, kind: str | None, as_json: bool) -> None:
     if not rows:
         app.console.print("no captions yet; `catalogcap scan FOLDER` makes some")
         return
-    table = Table(title=f"review per adapter{f' ({kind})' if kind else ''}")
-    for column in ("adapter", "captions", "pending", "decided", "accepted", "edited", "rejected",
-                   "edit distance", "items/hour"):
-        table.add_column(column, justify="left" if column == "adapter" else "right")
-
     def rate(n: int, r: float | None) -> str:
         return f"{n:,}" + (f" ({r:.0%})" if r is not None else "")
 
-    for row in rows:
-        table.add_row(
-            row.adapter, f"{row.captions:,}", f"{row.pending:,}", f"{row.decided:,}",
-            rate(row.accepted, row.acceptance_rate), rate(row.edited, row.edit_rate),
-            rate(row.rejected, row.rejection_rate),
-            "" if row.mean_edit_distance is None else f"{row.mean_edit_distance:.1f}",
-            "" if row.items_per_hour is None else f"{row.items_per_hour:,.0f}",
-            end_section=row is rows[-2] if len(rows) > 1 else False,
-        )
-    app.console.print(table)
-    app.console.print("edit distance: characters changed, mean over edited captions; items/hour: decisions "
-                      "per hour of reviewing (breaks over 10 minutes not counted)", style="dim")
+    columns = ("adapter", "captions", "pending", "decided", "accepted", "edited", "rejected", "edit distance",
+               "items/hour")
+    app.table(columns, [(
+        row.adapter, f"{row.captions:,}", f"{row.pending:,}", f"{row.decided:,}",
+        rate(row.accepted, row.acceptance_rate), rate(row.edited, row.edit_rate),
+        rate(row.rejected, row.rejection_rate),
+        "" if row.mean_edit_distance is None else f"{row.mean_edit_distance:.1f}",
+        "" if row.items_per_hour is None else f"{row.items_per_hour:,.0f}",
+    ) for row in rows], title=f"review per adapter{f' ({kind})' if kind else ''}", right=columns[1:],
+        sections=[len(rows) - 2] if len(rows) > 1 else [])
+    # the footnote explains the columns: beside the table on a terminal, on stderr when piped
+    (app.console if app.console.is_terminal else app.err).print(
+        "edit distance: characters changed, mean over edited captions; items/hour: decisions "
+        "per hour of reviewing (breaks over 10 minutes not counted)", style="dim")
