@@ -84,7 +84,8 @@ def _decide(app: App, ids: tuple[int, ...], decision: str, text: str | None, rea
     reviewer = reviewer or default_reviewer()
     for caption_id in ids:
         with write_session(app.engine) as session:
-            caption = decide(session, caption_id, decision, reviewer=reviewer, text=text, reason=reason)
+            caption = decide(session, caption_id, decision, reviewer=reviewer, text=text, reason=reason,
+                             alt_text_limit=app.settings.alt_text_limit)
         app.console.print(f"caption {caption.id}: {caption.state}")
     from catalogcap.plugins import hooks_for
 

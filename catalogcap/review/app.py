@@ -60,7 +60,7 @@ class ReviewApp(QueueLoading, App[None]):
         self.alt_text_limit = alt_text_limit
         self.rows = Rows(filters or Filters(), reviewer)
         self.previews = PreviewLoader(max_pixels=max_pixels, max_bytes=max_bytes)
-        self.writer = Writer(engine, reviewer, self.post_message, on_reviewed)
+        self.writer = Writer(engine, reviewer, self.post_message, on_reviewed, alt_text_limit=alt_text_limit)
         self.detail: queue.Detail | None = None
         self.generation = 0  # bumped on every filter change; older pages and counts are dropped
         self._page_loading = False

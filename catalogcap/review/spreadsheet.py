@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from catalogcap.errors import CatalogcapError
 from catalogcap.review.queue import Filters, page
-from catalogcap.store.captions import decide
+from catalogcap.store.captions import decide, length_problem
 from catalogcap.store.database import read_session, write_session
 from catalogcap.store.models import Caption
 
@@ -151,9 +151,9 @@ def check_rows(engine: Engine, rows: list[Row], *, alt_text_limit: int) -> list[
             continue
         kind, current = kinds[row.caption_id]
         final = _final_text(row, current)
-        if kind == "alt_text" and row.decision != "reject" and len(final) > alt_text_limit:
-            bad.append(BadRow(row.line, f"caption {row.caption_id}: alt text is {len(final)} characters, "
-                                        f"over the limit of {alt_text_limit}"))
+        problem = None if row.decision == "reject" else length_problem(kind, final, alt_text_limit)
+        if problem:
+            bad.append(BadRow(row.line, f"caption {row.caption_id}: {problem}"))
     return bad
 
 
@@ -191,6 +191,7 @@ def import_csv(engine: Engine, source: str, fp: TextIO, *, reviewer: str, alt_te
                 )
                 continue
             decide(session, row.caption_id, row.decision, reviewer=reviewer,
-                   text=None if row.decision == "reject" else final, expected_version=caption.version)
+                   text=None if row.decision == "reject" else final, expected_version=caption.version,
+                   alt_text_limit=alt_text_limit)
             report.applied.setdefault(row.decision, []).append(row.caption_id)
     return report

@@ -15,15 +15,11 @@ from textual.widgets import DataTable, Input, Static
 from catalogcap.captioner.text import alt_text_warnings
 from catalogcap.review.preview import ImagePreview
 from catalogcap.review.queue import Detail, QueueItem
+from catalogcap.store.captions import length_problem, text_limit
 
-DESCRIPTION_LIMIT = 1000  # what the captioner cuts descriptions to
 KIND_LABELS = {"alt_text": "alt", "description": "desc"}
 STATE_STYLES = {"pending": "", "accepted": "green", "edited": "cyan", "rejected": "red", "saving…": "yellow"}
 TEXT_WIDTH = 30
-
-
-def text_limit(kind: str, alt_text_limit: int) -> int:
-    return alt_text_limit if kind == "alt_text" else DESCRIPTION_LIMIT
 
 
 def warnings_for(text: str, kind: str, alt_text_limit: int) -> list[str]:
@@ -190,10 +186,8 @@ class Prompt(Vertical):
             return None
         if not value.strip():
             return "The text is empty: type the correction, or press Escape and reject the caption (r)."
-        limit = text_limit(self.kind, self.alt_text_limit)
-        if len(value.strip()) > limit:
-            return f"{len(value.strip())} characters is over the limit of {limit}: shorten it to save."
-        return None
+        problem = length_problem(self.kind, value.strip(), self.alt_text_limit)
+        return f"The {problem} to save." if problem else None
 
     def _describe(self, value: str) -> None:
         help_text = Text()
