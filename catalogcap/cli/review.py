@@ -95,8 +95,9 @@ def _plugin_hooks(app: App):
 @state_option
 @click.option("--kind", type=click.Choice(KINDS), help="Only this kind.")
 @click.option("--folder", type=click.Path(file_okay=False), help="Only images under this folder.")
+@click.option("--force", is_flag=True, help="Replace the CSV file if it exists.")
 @pass_app
-def export(app: App, csv_path: str, state: str, kind: str | None, folder: str | None) -> None:
+def export(app: App, csv_path: str, state: str, kind: str | None, folder: str | None, force: bool) -> None:
     """Write captions to a CSV to decide in a spreadsheet: fill `decision` (accept, edit, reject),
     fix `final_text` where needed, then `catalogcap review import FILE`."""
     from catalogcap.review.spreadsheet import ENCODING, export_csv
@@ -108,6 +109,8 @@ def export(app: App, csv_path: str, state: str, kind: str | None, folder: str | 
         target = Path(csv_path)
         if not target.parent.is_dir():
             raise CatalogcapError(f"cannot write {target}: folder {target.parent} does not exist")
+        if target.exists() and not force:
+            raise CatalogcapError(f"{target} already exists; give --force to replace it, or another file name")
         # a temporary file renamed into place: an interrupted export never leaves half a sheet
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         try:
@@ -130,9 +133,10 @@ def import_(app: App, file: str, reviewer: str | None, overwrite: bool, as_json:
     """Apply the decisions of an exported CSV; a file with any bad row changes nothing."""
     import csv
 
-    from catalogcap.review.spreadsheet import ENCODING, import_csv
+    from catalogcap.review.spreadsheet import ENCODING, check_file, import_csv
 
     settings = app.settings
+    check_file(file)
     try:
         with open(file, encoding=ENCODING, newline="") as fp:
             report = import_csv(app.engine, file, fp, reviewer=reviewer or default_reviewer(),
