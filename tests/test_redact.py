@@ -19,11 +19,27 @@ from catalogcap.settings import field_docs, load_settings, provenance
 SAMPLE = "s3cr3t-value"
 
 
-def test_every_setting_is_shown_and_none_of_the_core_ones_is_masked() -> None:
+def every_setting() -> list[str]:
+    """Every core setting and every setting of the shipped plugins, by dotted name."""
+    from catalogcap.plugins.config import settings_models
+    from catalogcap.plugins.manager import make_manager
+
     names = list(field_docs())
-    assert "generation.alt_text.max_new_tokens" in names and len(names) > 60
+    for section, (model, _plugin) in settings_models(make_manager(["*"])).items():
+        names += [f"plugin_config.{section}.{name}" for name in field_docs(model)]
+    return names
+
+
+def test_every_setting_is_listed_and_exactly_the_secret_ones_are_masked() -> None:
+    names = every_setting()
+    assert "generation.alt_text.max_new_tokens" in names and "plugin_config.webhook.secret_env" in names
+    assert len(names) > 80
     masked = {name for name in names if redact.value(name, SAMPLE) == redact.HIDDEN}
-    assert masked == set()  # no core setting holds a secret: the tokens budgets, api.*, etc. all show
+    # No setting holds a secret itself: the token budgets, api.*, webhook.secret_env (the name of
+    # the variable holding the secret) all show; secrets live in the environment.
+    assert masked == set()
+    assert {name for name in [*names, "plugin_config.x.api_token", "plugin_config.x.secret"]
+            if redact.secret_name(name)} == {"plugin_config.x.api_token", "plugin_config.x.secret"}
 
 
 @pytest.mark.parametrize("name", [
@@ -93,13 +109,15 @@ def test_init_writes_every_setting_commented_and_sources_stay_default(tmp_path: 
         leaf = name.rsplit(".", 1)[-1]
         assert f"# {leaf} = " in text, name
         assert description.split()[0] in text, name
+    webhook = text[text.index("# [plugin_config.webhook]"):]
+    assert "# timeout_seconds = 10.0" in webhook and '# secret_env = "CATALOGCAP_WEBHOOK_SECRET"' in webhook
     shown = json.loads(CliRunner().invoke(cli, ["config", "show", "--json"]).stdout)
     assert {entry["source"] for key, entry in shown.items() if key != "home"} == {"default"}
 
 
 def test_each_line_of_the_template_uncommented_is_valid_and_the_default(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("CATALOGCAP_HOME", str(tmp_path))
-    template = config_template()
+    template = config_template()  # the core settings (plugin sections are validated by the plugins)
     defaults = load_settings().model_dump(mode="json")
     section = ""
     for line in template.splitlines():

@@ -49,8 +49,10 @@ def _setting_lines(name: str, info: FieldInfo) -> list[str]:
     return lines
 
 
-def config_template(model: type[BaseModel] = Settings, prefix: str = "", title: str = "") -> str:
-    """The commented config file `init` writes: every setting, its description and its default."""
+def config_template(model: type[BaseModel] = Settings, prefix: str = "", title: str = "",
+                    plugins: dict[str, type[BaseModel]] | None = None) -> str:
+    """The commented config file `init` writes: every setting, its description and its default,
+    then the settings of each installed plugin (`plugins`: section -> model)."""
     plain: list[str] = []
     sections: list[str] = []
     for name, info in model.model_fields.items():
@@ -64,6 +66,8 @@ def config_template(model: type[BaseModel] = Settings, prefix: str = "", title: 
         if prefix:
             out += f"\n# ---- {prefix[:-1]}: {title}\n# [{prefix[:-1]}]\n"
         out += "\n" + "\n".join(plain)
+    for section, plugin_model in sorted((plugins or {}).items()):
+        sections.append(config_template(plugin_model, f"plugin_config.{section}.", f"the {section} plugin"))
     return out + "".join(sections)
 
 
@@ -83,7 +87,7 @@ def init(app: App) -> None:
     config_file = home / CONFIG_NAME
     created = not config_file.exists()
     if created:
-        config_file.write_text(config_template(), encoding="utf-8")
+        config_file.write_text(config_template(plugins=_plugin_settings(settings)), encoding="utf-8")
     from catalogcap.store.database import current_revision
 
     revision = current_revision(app.engine)
@@ -91,6 +95,14 @@ def init(app: App) -> None:
     app.console.print(f"config    {config_file}{' (created)' if created else ' (kept)'}")
     app.console.print(f"database  {redact.database_url(settings.db_url)} (schema {revision})")
     app.console.print(f"model     {settings.model}")
+
+
+def _plugin_settings(settings: Settings) -> dict[str, type[BaseModel]]:
+    """Section -> settings model of every plugin allowed to load."""
+    from catalogcap.plugins.config import settings_models
+    from catalogcap.plugins.manager import make_manager
+
+    return {section: model for section, (model, _plugin) in settings_models(make_manager(settings.plugins)).items()}
 
 
 @click.group()
