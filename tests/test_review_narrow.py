@@ -93,3 +93,14 @@ async def test_descriptions_take_several_lines_alt_text_one(engine) -> None:
     assert caption(engine, ids[0]).state == "pending"
     saved = caption(engine, ids[1])
     assert (saved.state, saved.text) == ("edited", "A red shirt.\nCotton, size M.")
+
+
+async def test_control_characters_and_markup_in_captions_are_shown_inert(engine) -> None:
+    add_captions(engine, 1, text=lambda n, kind: "red \x1b]0;pwned\x07 [bold]shirt[/bold]\x1b[2J")
+    app, _ = make_app(engine)
+    async with app.run_test(size=(140, 30)) as pilot:
+        await ready(pilot)
+        screen = app.screen_text()
+    assert "\x1b" not in screen and "\x07" not in screen
+    assert "red \\x1b]0;pwned\\x07 [bold]shirt[/bold]\\x1b[2J" in screen  # the detail pane, whole
+    assert "red \\x1b]0;pwned\\x07 [bold]sh…" in screen  # the queue cell, shortened

@@ -1,6 +1,6 @@
 """What every command shares: the effective settings, the store, consoles, tables, JSON output.
 
-Human output goes through `App.table` and `printable`: on a terminal a rich table, in a
+Human output goes through `App.table` and `terminal.printable`: on a terminal a rich table, in a
 pipe tab-separated lines that are never wrapped; either way control characters in the
 data (a caption or file name carrying ESC sequences, CWE-150) are shown escaped, never
 sent to the terminal. `--json` output is the data exactly.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from collections.abc import Iterable, Sequence
 from functools import cached_property
@@ -22,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from catalogcap.settings import Settings, load_settings
+from catalogcap.terminal import printable
 
 
 class App:
@@ -66,23 +66,6 @@ class App:
         for index, row in enumerate(rows):
             table.add_row(*(Text(cell) for cell in row), end_section=index in section_ends)
         self.console.print(table)
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
-
-
-def printable(value: Any, *, newlines: bool = False) -> str:
-    """`value` as text safe to print: C0 and C1 control characters (ESC, BEL, CSI...) written
-    as escapes such as \\x1b; with `newlines`, line breaks are kept as they are."""
-
-    def escape(match: re.Match[str]) -> str:
-        char = match.group(0)
-        if newlines and char == "\n":
-            return char
-        return _NAMED.get(char) or f"\\x{ord(char):02x}"
-
-    return _CONTROL.sub(escape, "" if value is None else str(value))
 
 
 def configure_logging(settings: Settings) -> None:

@@ -15,6 +15,7 @@ from catalogcap.cli.app import App, pass_app
 from catalogcap.cli.captions import default_reviewer
 from catalogcap.errors import CatalogcapError
 from catalogcap.store.models import CAPTION_STATES, KINDS
+from catalogcap.terminal import printable
 
 if TYPE_CHECKING:
     from catalogcap.review.queue import Filters
@@ -160,7 +161,7 @@ def import_(app: App, file: str, reviewer: str | None, overwrite: bool, as_json:
     app.console.print(f"applied {report.applied_count} decision(s){f' ({counts})' if counts else ''}; "
                       f"{report.unchanged} already so; {report.blank} row(s) without a decision")
     for line in report.skipped:
-        app.console.print(f"skipped {line}")
+        app.console.print(f"skipped {printable(line)}", markup=False)
 
 
 @review.command("stats")

@@ -16,6 +16,7 @@ from catalogcap.captioner.text import alt_text_warnings
 from catalogcap.review.preview import ImagePreview
 from catalogcap.review.queue import Detail, QueueItem
 from catalogcap.store.captions import length_problem, text_limit
+from catalogcap.terminal import printable
 
 KIND_LABELS = {"alt_text": "alt", "description": "desc"}
 STATE_STYLES = {"pending": "", "accepted": "green", "edited": "cyan", "rejected": "red", "saving…": "yellow"}
@@ -128,8 +129,9 @@ class QueueTable(DataTable):
             marker,
             KIND_LABELS.get(item.kind, item.kind),
             Text(state, style=STATE_STYLES.get(state, "")),
-            _short(" ".join(item.text.split()), self.widths["text"] - self.gap),
-            short_name(Path(item.path).name, self.widths["file"] - self.gap) if item.path else "?",
+            # Text, not str: a DataTable reads a str as markup, and "[...]" in a caption is no markup
+            Text(_short(printable(" ".join(item.text.split())), self.widths["text"] - self.gap)),
+            Text(short_name(printable(Path(item.path).name), self.widths["file"] - self.gap) if item.path else "?"),
         ]
 
 
@@ -158,20 +160,20 @@ def render_texts(d: Detail, alt_text_limit: int) -> Text:
     out.append(f"{d.kind.replace('_', ' ')} · caption {d.id} · ", style="bold")
     out.append(d.state, style=f"bold {STATE_STYLES.get(d.state, '')}")
     if d.reviewer and d.state != "pending":
-        out.append(f" by {d.reviewer}" + (f" {d.reviewed_at:%Y-%m-%d %H:%M}" if d.reviewed_at else ""))
+        out.append(f" by {printable(d.reviewer)}" + (f" {d.reviewed_at:%Y-%m-%d %H:%M}" if d.reviewed_at else ""))
     if d.reject_reason:
-        out.append(f" ({d.reject_reason})", style="red")
+        out.append(f" ({printable(d.reject_reason)})", style="red")
     out.append("\nmodel text  ", style="dim")
-    out.append(d.model_text)
+    out.append(printable(d.model_text, newlines=True))
     if d.text != d.model_text:
         out.append("\nfinal text  ", style="dim")
-        out.append(d.text, style="cyan")
+        out.append(printable(d.text, newlines=True), style="cyan")
     out.append(f"\n{len(d.text)}/{limit} characters", style="dim" if len(d.text) <= limit else "bold red")
     for warning in warnings_for(d.text, d.kind, alt_text_limit):
         out.append(f"\n⚠ {warning}", style="yellow")
     for sibling in d.siblings:
         out.append(f"\n\n{sibling.kind.replace('_', ' ')} ({sibling.state})  ", style="dim")
-        out.append(sibling.text)
+        out.append(printable(sibling.text, newlines=True))
     return out
 
 
@@ -179,9 +181,9 @@ def render_facts(d: Detail) -> Text:
     out = Text()
     path = d.path or "(no path recorded)"
     out.append("file     ", style="dim")
-    out.append(path + ("  (missing)" if d.all_missing else ""))
+    out.append(printable(path) + ("  (missing)" if d.all_missing else ""))
     for other in d.paths[1:]:
-        out.append(f"\n         {other}")
+        out.append(f"\n         {printable(other)}")
     size = f"{d.width}×{d.height}" if d.width and d.height else "size unknown"
     weight = f" · {_bytes(d.size)}" if d.size else ""
     out.append(f"\nimage    {size} {d.format or ''}{weight}".rstrip())
