@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -20,6 +21,7 @@ from datetime import datetime, timezone
 from catalogcap.settings import Settings
 
 _configured = False
+_VARYING = re.compile(r"\b[0-9a-f]{8,}\b|\d+")  # counts, ids, hashes: not part of what went wrong
 
 
 class JsonFormatter(logging.Formatter):
@@ -50,9 +52,16 @@ class OncePerCondition(logging.Filter):
 
     @staticmethod
     def condition(record: logging.LogRecord) -> tuple[str, ...]:
+        """What makes two records the same condition: the message and the exception's first line
+        with their numbers and ids blanked (attempt 3 and attempt 4 of one failure are one)."""
         error = record.exc_info[1] if record.exc_info else None
         first_line = str(error).split("\n", 1)[0] if error is not None else ""
-        return record.name, str(record.levelno), str(record.msg), type(error).__name__, first_line
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string is logging's own error to report
+            message = str(record.msg)
+        return (record.name, str(record.levelno), _VARYING.sub("#", message), type(error).__name__,
+                _VARYING.sub("#", first_line))
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:

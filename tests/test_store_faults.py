@@ -138,6 +138,10 @@ def test_a_lasting_condition_is_logged_once_with_a_count() -> None:
             log.exception("worker batch failed; continuing")
         assert "repeated 499 more time(s)" in stream.getvalue()
         assert stream.getvalue().count("disk still full") == 1
+        for url in ("https://a.example/h", "https://b.example/h"):  # two conditions: both told, once each
+            for attempt in range(3):
+                log.warning("webhook %s: event %s attempt %d failed", url, f"{attempt:032x}", attempt)
+        assert stream.getvalue().count("https://a.example/h") == stream.getvalue().count("https://b.example/h") == 1
     finally:
         log.removeHandler(handler)
 
