@@ -87,6 +87,7 @@ def status(app: App, as_json: bool) -> None:
     training = data["training"]
     last = training["last_run"]
     rows = [
+        ("database", redact.database_url(app.settings.db_url)),
         ("assets", f"{data['assets']} ({', '.join(parts)})"),
         ("captions", ", ".join(f"{k} {v}" for k, v in data["captions"].items())),
         ("jobs", ", ".join(f"{k} {v}" for k, v in data["jobs"].items())),
@@ -99,8 +100,7 @@ def status(app: App, as_json: bool) -> None:
     ]
     if data["last_error"]:
         rows.append(("last error", f"job {data['last_error']['job']}: {data['last_error']['error']}"))
-    app.table(("item", "value"), rows, title=f"catalogcap status ({redact.database_url(app.settings.db_url)})",
-              header=False)
+    app.table(("item", "value"), rows, title="catalogcap status", header=False)
 
 
 @click.group()
