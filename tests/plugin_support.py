@@ -32,8 +32,9 @@ def add_image(engine, path: Path, texts: dict[str, str] | None = None) -> dict[s
 
 
 def review(engine, caption_id: int, decision: str = "accept", text: str | None = None) -> None:
+    """Decide as a store with alt_text_limit at its maximum would (exporters' own limits are under test)."""
     with write_session(engine) as session:
-        decide(session, caption_id, decision, reviewer="tester", text=text)
+        decide(session, caption_id, decision, reviewer="tester", text=text, alt_text_limit=1000)
 
 
 def add_reviewed(engine, path: Path, alt: str, description: str | None = None) -> dict[str, int]:

@@ -344,7 +344,7 @@ def test_review_with_if_match(client, engine, hooks) -> None:
     edited = client.post(url, headers={**headers, "If-Match": "W/\"2\""},
                          json={"decision": "edit", "text": "  red linen shirt ", "reviewer": "maria"})
     assert edited.json()["text"] == "red linen shirt" and edited.json()["model_text"] == "red shirt 0"
-    assert edited.json()["state"] == "edited" and edited.json()["reviewer"] == "maria"
+    assert edited.json()["state"] == "edited" and edited.json()["reviewer"] == "maria (api:editor)"
     assert_problem(client.post(url, headers={**headers, "If-Match": "3"}, json={"decision": "edit"}), 422,
                    "invalid_request")
     assert_problem(client.post(url, headers={**headers, "If-Match": "3"}, json={"decision": "edit", "text": "  "}),

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import Input, Select
+from textual.widgets import Input, Select, TextArea
 
 from catalogcap.review import queue
 from catalogcap.review.app import ReviewApp
@@ -68,8 +68,8 @@ async def settled(pilot) -> None:
     await ready(pilot)
 
 
-def prompt_input(app: ReviewApp) -> Input:
-    return app.query_one("#prompt-input", Input)
+def prompt_input(app: ReviewApp) -> TextArea:
+    return app.query_one("#prompt-input", TextArea)
 
 
 async def test_accept_saves_at_once_and_moves_to_the_next(engine) -> None:
@@ -97,12 +97,12 @@ async def test_edit_counts_characters_warns_and_saves_the_correction(engine) -> 
         await pilot.press("e")
         assert app.query_one(Prompt).is_open and app.focused is prompt_input(app)
         assert "20/40 characters" in app.screen_text()
-        prompt_input(app).value = ""
+        app.query_one(Prompt).value = ""
         await pilot.press(*"Image of a shirt shirt arafed")
         screen = app.screen_text()
         assert "29/40 characters" in screen
         assert 'starts with "image of"' in screen and "artefact" in screen and "repeats itself" in screen
-        prompt_input(app).value = "A red linen shirt with white buttons"
+        app.query_one(Prompt).value = "A red linen shirt with white buttons"
         await pilot.press("enter")
         await settled(pilot)
         saved = caption(engine, ids[0])
@@ -117,7 +117,7 @@ async def test_edit_refuses_alt_text_over_the_limit_and_escape_cancels(engine) -
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await pilot.press("e")
-        prompt_input(app).value = "x" * 31
+        app.query_one(Prompt).value = "x" * 31
         await pilot.press("enter")
         assert app.query_one(Prompt).is_open
         assert any("over the limit of 30" in message for _, message in shown)

@@ -50,7 +50,7 @@ MAIN_SCREEN = """\
                                                                           ▏
                                                                           ▏
                                                                           ▏
- a Accept  e Edit  r Reject  s Skip  u Undo  space Select  A Accept sel.  / Search  f Filter  ? Help  q Quit"""
+a Accept e Edit r Reject u Undo ␣ Sel A Acc sel / Search f Filter ? Help q Quit"""
 
 
 async def test_main_screen(engine) -> None:

@@ -83,7 +83,7 @@ def test_credentials_are_never_shown(tmp_path: Path, monkeypatch: pytest.MonkeyP
     from catalogcap.cli import cli
 
     assert redact.url("postgresql+psycopg://cc:S3cret@db:5432/cc") == "postgresql+psycopg://cc:***@db:5432/cc"
-    assert redact.url("https://shop.example.com/h?token=1") == "https://shop.example.com/h?token=1"
+    assert redact.url("https://shop.example.com/h?token=1") == "https://shop.example.com/h?token=***"
     assert redact.value("plugin_config.webhook", {"secret": "hunter2", "urls": ["https://u:pw@h/x"]}) == {
         "secret": "***", "urls": ["https://u:***@h/x"]}
     assert redact.text("POST https://u:pw@h/x failed") == "POST https://u:***@h/x failed"

@@ -155,6 +155,6 @@ def test_bad_input_is_refused_with_the_file_and_the_reason(home: Path, engine, t
                                                                       code=1)["output"]
     source = tmp_path / "export.csv"
     source.write_bytes(build({"A1": "", "A2": "", "A3": ""}))
-    assert "is the input CSV" in run("-o", f"input={source}", "--out", str(source), code=1)["output"]
+    assert "is the input CSV" in run("-o", f"input={source}", "--out", str(source), "--force", code=1)["output"]
     assert "cannot read the Shopify CSV" in run("-o", f"input={tmp_path / 'nope.csv'}", code=1)["output"]
     assert not out.exists()

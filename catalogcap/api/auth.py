@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import sqlalchemy as sa
 from fastapi import Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -20,8 +21,9 @@ from sqlalchemy.engine import Engine
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from catalogcap.api.problems import ApiProblem, problem_response
+from catalogcap.api.problems import ApiProblem, problem_response, unavailable
 from catalogcap.api.tokens import scope_allows, verify_token
+from catalogcap.store.database import StoreBusy, StoreFull, store_error
 from catalogcap.store.models import ApiToken
 
 bearer = HTTPBearer(
@@ -63,7 +65,14 @@ class BearerGate:
                                         "token_missing", headers=_challenge())
             await response(scope, receive, send)
             return
-        token = await run_in_threadpool(verify_token, self.engine, credentials)
+        try:
+            token = await run_in_threadpool(verify_token, self.engine, credentials)
+        except sa.exc.DBAPIError as exc:  # the token check writes last_used_at: a locked store is 503 too
+            known = store_error(exc)
+            if not isinstance(known, (StoreBusy, StoreFull)):
+                raise
+            await unavailable(known)(scope, receive, send)
+            return
         if token is None:
             response = problem_response(401, "Invalid token", "the token is unknown, malformed or revoked",
                                         "token_invalid", headers=_challenge("invalid_token"))

@@ -25,6 +25,9 @@ from catalogcap.store.models import ASSET_STATES, Job, TrainingRun
 from catalogcap.store.queue import runnable_count
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Every label has a bounded set of values, whatever clients send: an unknown method is
+# "other", a path that matches no route is "unmatched", a status outside 100-599 "other".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0)
 
@@ -108,8 +111,10 @@ class Metrics:
         self._lock = threading.Lock()
 
     def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        method = method if method in METHODS else "other"
+        code = str(status) if 100 <= status <= 599 else "other"
         with self._lock:
-            self.requests[(method, route, str(status))] += 1
+            self.requests[(method, route, code)] += 1
             histogram = self.durations.setdefault(route, Histogram(REQUEST_BUCKETS))
         histogram.observe(seconds)
 

@@ -12,6 +12,7 @@ import uuid
 from http import HTTPStatus
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -20,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from catalogcap.errors import CatalogcapError, NotFound, StoreError
-from catalogcap.store.captions import Conflict
+from catalogcap.store.captions import Conflict, TextTooLong
+from catalogcap.store.database import StoreBusy, StoreFull, store_error
 
 log = logging.getLogger("catalogcap.api")
 MEDIA_TYPE = "application/problem+json"
@@ -108,11 +110,33 @@ async def _catalogcap_error(_request: Request, exc: Exception) -> JSONResponse:
         return problem_response(409, "Conflict", str(exc), "conflict")
     if isinstance(exc, NotFound):
         return problem_response(404, "Not found", str(exc), "not_found")
+    if isinstance(exc, TextTooLong):
+        return problem_response(422, "Text too long", str(exc), "text_too_long", limit=exc.limit)
+    if isinstance(exc, (StoreBusy, StoreFull)):
+        return unavailable(exc)
     if isinstance(exc, StoreError):
         log.error("store unavailable: %s", exc)
         return problem_response(503, "Store unavailable", "the database cannot be used right now; retry later",
                                 "store_unavailable", headers={"Retry-After": "5"})
     return problem_response(422, "Cannot do that", str(exc), "rejected")
+
+
+def unavailable(error: StoreBusy | StoreFull) -> JSONResponse:
+    """503 with Retry-After: the store is locked by another writer, or its disk is full."""
+    busy = isinstance(error, StoreBusy)
+    log.warning("store unavailable: %s", error)
+    detail = ("the database is busy with another writer; retry shortly" if busy
+              else "the server's disk is full; retry once an operator has freed space")
+    return problem_response(503, "Store unavailable", detail, "store_busy" if busy else "store_full",
+                            headers={"Retry-After": "5" if busy else "60"})
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A locked store (a long write elsewhere) or a full disk is temporary: 503 and Retry-After, not 500."""
+    known = store_error(exc)
+    if isinstance(known, (StoreBusy, StoreFull)):
+        return unavailable(known)
+    return await _unexpected(request, exc)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -128,6 +152,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(CatalogcapError, _catalogcap_error)
+    app.add_exception_handler(sa.exc.DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unexpected)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 

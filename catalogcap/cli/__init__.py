@@ -6,12 +6,15 @@ traceback), 2 usage error.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import pkgutil
+import sqlite3
 import sys
 from typing import Any
 
 import click
+import sqlalchemy as sa
 
 from catalogcap.cli.app import App
 from catalogcap.errors import CatalogcapError
@@ -38,10 +41,21 @@ class CatalogcapGroup(click.Group):
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
         except OSError as exc:  # a folder that cannot be created, a full disk, a permission: fixable
-            if exc.filename is None:
+            if exc.filename is None and exc.errno != errno.ENOSPC:
                 raise
-            where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
-            click.echo(f"error: {where}: {exc.strerror or exc}", err=True)
+            where = "" if exc.filename is None else (
+                f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "") + ": ")
+            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            ctx.exit(1)
+        except (sa.exc.DBAPIError, sqlite3.Error) as exc:  # a damaged file, a full disk, a lock held too long
+            from catalogcap.store.database import store_error
+
+            app = ctx.obj
+            url = app.settings.db_url if isinstance(app, App) and "settings" in app.__dict__ else None
+            known = store_error(exc, url)
+            if known is None:
+                raise
+            click.echo(f"error: {known}", err=True)
             ctx.exit(1)
 
 

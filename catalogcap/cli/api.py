@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import signal
+import socket
 
 import click
-from rich.table import Table
 
 from catalogcap.cli.app import App, pass_app
 from catalogcap.errors import CatalogcapError
@@ -53,6 +54,9 @@ def serve(app: App, host: str | None, port: int | None, worker: bool | None, roo
         if value is not None:
             app.overrides[key] = value
     settings = app.settings
+    # bound here, before anything is printed, and handed to the server: a busy port is one
+    # line and exit 1, and no other process can take the port between the check and the start
+    listener = _listen(settings.api.host, settings.api.port)
     from catalogcap.api.tokens import list_tokens
 
     if not list_tokens(app.engine, include_revoked=False):
@@ -67,8 +71,33 @@ def serve(app: App, host: str | None, port: int | None, worker: bool | None, roo
     # uvicorn shuts down gracefully on SIGTERM and then re-raises it to the handler it found:
     # with this one the process ends with exit code 0, as a stopped service should
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.run(api, host=settings.api.host, port=settings.api.port, log_config=None, server_header=False,
-                lifespan="on")
+    config = uvicorn.Config(api, host=settings.api.host, port=settings.api.port, log_config=None,
+                            server_header=False, lifespan="on")
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, or a CatalogcapError saying why it cannot be."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise CatalogcapError(f"cannot listen on {where}: {exc.strerror}; check --host (api.host)") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        hint = {
+            errno.EADDRINUSE: "another program is listening there; stop it or choose a free port with --port"
+                              " (api.port)",
+            errno.EACCES: "ports below 1024 need privileges; choose a port above 1024 with --port (api.port)",
+            errno.EADDRNOTAVAIL: "that address is not one of this machine's; check --host (api.host)",
+        }.get(exc.errno or 0, "check --host and --port (api.host, api.port)")
+        raise CatalogcapError(f"cannot listen on {where}: {exc.strerror or exc}; {hint}") from None
+    return sock
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
@@ -111,14 +140,11 @@ def tokens_list(app: App, as_json: bool) -> None:
                    "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
                    "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None} for t in rows])
         return
-    table = Table(title=f"{len(rows)} tokens")
-    for column in ("id", "name", "scope", "created", "last used", "state"):
-        table.add_column(column)
-    for t in rows:
-        table.add_row(t.id, t.name, t.scope, f"{t.created_at:%Y-%m-%d %H:%M}",
-                      f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never",
-                      "revoked" if t.revoked_at else "live")
-    app.console.print(table)
+    app.table(("id", "name", "scope", "created", "last used", "state"),
+              [(t.id, t.name, t.scope, f"{t.created_at:%Y-%m-%d %H:%M}",
+                f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never",
+                "revoked" if t.revoked_at else "live") for t in rows],
+              title=f"{len(rows)} tokens")
 
 
 @tokens.command("revoke")

@@ -1,17 +1,27 @@
-"""What every command shares: the effective settings, the store, consoles, JSON output."""
+"""What every command shares: the effective settings, the store, consoles, tables, JSON output.
+
+Human output goes through `App.table` and `terminal.printable`: on a terminal a rich table, in a
+pipe tab-separated lines that are never wrapped; either way control characters in the
+data (a caption or file name carrying ESC sequences, CWE-150) are shown escaped, never
+sent to the terminal. `--json` output is the data exactly.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+from collections.abc import Iterable, Sequence
 from functools import cached_property
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from catalogcap.settings import Settings, load_settings
+from catalogcap.terminal import printable
 
 
 class App:
@@ -20,8 +30,9 @@ class App:
 
     def __init__(self, overrides: dict[str, Any]) -> None:
         self.overrides = overrides
-        self.console = Console(highlight=False)
-        self.err = Console(stderr=True, highlight=False)
+        # soft_wrap in a pipe: a long line stays one line (rich would wrap it at 80 columns)
+        self.console = Console(highlight=False, soft_wrap=not sys.stdout.isatty())
+        self.err = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
 
     @cached_property
     def settings(self) -> Settings:
@@ -38,6 +49,23 @@ class App:
     def json(self, data: Any) -> None:
         """Machine-readable output: one JSON document on stdout, nothing else."""
         click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+    def table(self, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None,
+              header: bool = True, right: Sequence[str] = (), sections: Iterable[int] = ()) -> None:
+        """Rows as a rich table on a terminal, else as tab-separated lines (a header line first
+        unless `header` is false) that use the full line; every cell is made `printable`."""
+        rows = [[printable(cell, newlines=self.console.is_terminal) for cell in row] for row in rows]
+        if not self.console.is_terminal:
+            lines = ([list(columns)] if header else []) + rows
+            click.echo("".join("\t".join(line) + "\n" for line in lines), nl=False)
+            return
+        table = Table(title=printable(title) if title else None, show_header=header)
+        for name in columns:
+            table.add_column(name, overflow="fold", justify="right" if name in right else "left")
+        section_ends = set(sections)
+        for index, row in enumerate(rows):
+            table.add_row(*(Text(cell) for cell in row), end_section=index in section_ends)
+        self.console.print(table)
 
 
 def configure_logging(settings: Settings) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 
 import click
-from rich.table import Table
 
 from catalogcap.cli.app import App, pass_app
 from catalogcap.store.models import CAPTION_STATES, KINDS
@@ -45,12 +44,9 @@ def list_(app: App, state: str | None, kind: str | None, search: str | None, lim
     if as_json:
         app.json([row.to_json() for row in rows])
         return
-    table = Table(title=f"{len(rows)} captions")
-    for column in ("id", "kind", "state", "text", "path"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(str(row.id), row.kind, row.state, row.text, row.path or "")
-    app.console.print(table)
+    app.table(("id", "kind", "state", "text", "path"),
+              [(row.id, row.kind, row.state, row.text, row.path or "") for row in rows],
+              title=f"{len(rows)} captions")
 
 
 @captions.command("show")
@@ -70,16 +66,14 @@ def show(app: App, caption_id: int, as_json: bool) -> None:
     if as_json:
         app.json(data)
         return
-    table = Table(show_header=False, title=f"caption {caption_id}")
-    for key in ("kind", "state", "text", "model_text", "model", "adapter_id", "version", "reviewer",
-                "reviewed_at", "reject_reason", "created_at", "updated_at"):
-        table.add_row(key, str(data.get(key)))
-    table.add_row("generation", ", ".join(f"{k}={v}" for k, v in data["generation"].items()))
+    rows = [(key, str(data.get(key))) for key in ("kind", "state", "text", "model_text", "model", "adapter_id",
+                                                  "version", "reviewer", "reviewed_at", "reject_reason",
+                                                  "created_at", "updated_at")]
+    rows.append(("generation", ", ".join(f"{k}={v}" for k, v in data["generation"].items())))
     if asset:
-        table.add_row("asset", f"{asset.id} {asset.format} {asset.width}x{asset.height} sha256:{asset.fingerprint}")
-    for p in paths:
-        table.add_row("path", p.path + (" (missing)" if p.missing else ""))
-    app.console.print(table)
+        rows.append(("asset", f"{asset.id} {asset.format} {asset.width}x{asset.height} sha256:{asset.fingerprint}"))
+    rows += [("path", p.path + (" (missing)" if p.missing else "")) for p in paths]
+    app.table(("field", "value"), rows, title=f"caption {caption_id}", header=False)
 
 
 def _decide(app: App, ids: tuple[int, ...], decision: str, text: str | None, reason: str | None,
@@ -90,7 +84,8 @@ def _decide(app: App, ids: tuple[int, ...], decision: str, text: str | None, rea
     reviewer = reviewer or default_reviewer()
     for caption_id in ids:
         with write_session(app.engine) as session:
-            caption = decide(session, caption_id, decision, reviewer=reviewer, text=text, reason=reason)
+            caption = decide(session, caption_id, decision, reviewer=reviewer, text=text, reason=reason,
+                             alt_text_limit=app.settings.alt_text_limit)
         app.console.print(f"caption {caption.id}: {caption.state}")
     from catalogcap.plugins import hooks_for
 

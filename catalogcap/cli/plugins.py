@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from catalogcap.cli.app import App, pass_app
 from catalogcap.errors import CatalogcapError
@@ -42,15 +41,12 @@ def list_(app: App, as_json: bool) -> None:
     if as_json:
         app.json(items)
         return
-    table = Table(title=f"{len(items)} plugins")
-    for column in ("name", "package", "status", "hooks", "exporters", "failures"):
-        table.add_column(column, overflow="fold")
-    for item in items:
-        table.add_row(item["name"], f"{item['package']} {item['version']}",
-                      item["status"] + (f": {item['error']}" if item.get("error") else ""),
-                      "\n".join(item["hooks"]), ", ".join(item["exporters"]),
-                      str(item["failures_recorded"] + item["failures"]))
-    app.console.print(table)
+    app.table(("name", "package", "status", "hooks", "exporters", "failures"),
+              [(item["name"], f"{item['package']} {item['version']}",
+                item["status"] + (f": {item['error']}" if item.get("error") else ""),
+                ", ".join(item["hooks"]), ", ".join(item["exporters"]),
+                item["failures_recorded"] + item["failures"]) for item in items],
+              title=f"{len(items)} plugins")
 
 
 def _recorded_failures(app: App) -> dict[str, dict[str, Any]]:
@@ -94,10 +90,11 @@ def _parse_states(value: str) -> list[str]:
               help="File or folder the exporter writes (default: the exporter's, e.g. stdout).")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Exporter setting for this run, over [plugin_config.FORMAT]; repeatable.")
+@click.option("--force", is_flag=True, help="Replace the --out file if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the exporter's report as JSON.")
 @pass_app
 def export(app: App, format_name: str | None, format_option: str | None, state: str, kinds: tuple[str, ...],
-           folder: Path | None, out: Path | None, options: tuple[str, ...], as_json: bool) -> None:
+           folder: Path | None, out: Path | None, options: tuple[str, ...], force: bool, as_json: bool) -> None:
     """Export reviewed captions with any registered exporter (`catalogcap plugins list` shows them).
 
     \b
@@ -112,6 +109,8 @@ def export(app: App, format_name: str | None, format_option: str | None, state: 
     from catalogcap.store.database import read_session
 
     name = _format_name(format_name, format_option)
+    if out is not None and str(out) != "-":
+        refuse_to_replace(out, force)
     pm = make_manager(app.settings.plugins)
     found = exporters(pm)
     if name not in found:
@@ -142,6 +141,13 @@ def export(app: App, format_name: str | None, format_option: str | None, state: 
     errors = report.get("errors") or []
     if errors:
         raise CatalogcapError(f"{len(errors)} item(s) could not be exported by {name}; see the report above")
+
+
+def refuse_to_replace(path: Path, force: bool) -> None:
+    """An existing file is replaced only with --force (a folder is where an exporter writes files)."""
+    if force or path.is_dir() or not (path.exists() or path.is_symlink()):
+        return
+    raise CatalogcapError(f"{path} already exists; give --force to replace it, or another --out")
 
 
 def _format_name(argument: str | None, option: str | None) -> str:

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from rich.table import Table
 
 from catalogcap.cli.app import App, pass_app
 from catalogcap.cli.captions import default_reviewer
 from catalogcap.errors import CatalogcapError
 from catalogcap.store.models import CAPTION_STATES, KINDS
+from catalogcap.terminal import printable
 
 if TYPE_CHECKING:
     from catalogcap.review.queue import Filters
@@ -96,8 +96,9 @@ def _plugin_hooks(app: App):
 @state_option
 @click.option("--kind", type=click.Choice(KINDS), help="Only this kind.")
 @click.option("--folder", type=click.Path(file_okay=False), help="Only images under this folder.")
+@click.option("--force", is_flag=True, help="Replace the CSV file if it exists.")
 @pass_app
-def export(app: App, csv_path: str, state: str, kind: str | None, folder: str | None) -> None:
+def export(app: App, csv_path: str, state: str, kind: str | None, folder: str | None, force: bool) -> None:
     """Write captions to a CSV to decide in a spreadsheet: fill `decision` (accept, edit, reject),
     fix `final_text` where needed, then `catalogcap review import FILE`."""
     from catalogcap.review.spreadsheet import ENCODING, export_csv
@@ -109,6 +110,8 @@ def export(app: App, csv_path: str, state: str, kind: str | None, folder: str | 
         target = Path(csv_path)
         if not target.parent.is_dir():
             raise CatalogcapError(f"cannot write {target}: folder {target.parent} does not exist")
+        if target.exists() and not force:
+            raise CatalogcapError(f"{target} already exists; give --force to replace it, or another file name")
         # a temporary file renamed into place: an interrupted export never leaves half a sheet
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         try:
@@ -131,9 +134,10 @@ def import_(app: App, file: str, reviewer: str | None, overwrite: bool, as_json:
     """Apply the decisions of an exported CSV; a file with any bad row changes nothing."""
     import csv
 
-    from catalogcap.review.spreadsheet import ENCODING, import_csv
+    from catalogcap.review.spreadsheet import ENCODING, check_file, import_csv
 
     settings = app.settings
+    check_file(file)
     try:
         with open(file, encoding=ENCODING, newline="") as fp:
             report = import_csv(app.engine, file, fp, reviewer=reviewer or default_reviewer(),
@@ -157,7 +161,7 @@ def import_(app: App, file: str, reviewer: str | None, overwrite: bool, as_json:
     app.console.print(f"applied {report.applied_count} decision(s){f' ({counts})' if counts else ''}; "
                       f"{report.unchanged} already so; {report.blank} row(s) without a decision")
     for line in report.skipped:
-        app.console.print(f"skipped {line}")
+        app.console.print(f"skipped {printable(line)}", markup=False)
 
 
 @review.command("stats")
@@ -177,23 +181,20 @@ def stats(app: App, kind: str | None, as_json: bool) -> None:
     if not rows:
         app.console.print("no captions yet; `catalogcap scan FOLDER` makes some")
         return
-    table = Table(title=f"review per adapter{f' ({kind})' if kind else ''}")
-    for column in ("adapter", "captions", "pending", "decided", "accepted", "edited", "rejected",
-                   "edit distance", "items/hour"):
-        table.add_column(column, justify="left" if column == "adapter" else "right")
-
     def rate(n: int, r: float | None) -> str:
         return f"{n:,}" + (f" ({r:.0%})" if r is not None else "")
 
-    for row in rows:
-        table.add_row(
-            row.adapter, f"{row.captions:,}", f"{row.pending:,}", f"{row.decided:,}",
-            rate(row.accepted, row.acceptance_rate), rate(row.edited, row.edit_rate),
-            rate(row.rejected, row.rejection_rate),
-            "" if row.mean_edit_distance is None else f"{row.mean_edit_distance:.1f}",
-            "" if row.items_per_hour is None else f"{row.items_per_hour:,.0f}",
-            end_section=row is rows[-2] if len(rows) > 1 else False,
-        )
-    app.console.print(table)
-    app.console.print("edit distance: characters changed, mean over edited captions; items/hour: decisions "
-                      "per hour of reviewing (breaks over 10 minutes not counted)", style="dim")
+    columns = ("adapter", "captions", "pending", "decided", "accepted", "edited", "rejected", "edit distance",
+               "items/hour")
+    app.table(columns, [(
+        row.adapter, f"{row.captions:,}", f"{row.pending:,}", f"{row.decided:,}",
+        rate(row.accepted, row.acceptance_rate), rate(row.edited, row.edit_rate),
+        rate(row.rejected, row.rejection_rate),
+        "" if row.mean_edit_distance is None else f"{row.mean_edit_distance:.1f}",
+        "" if row.items_per_hour is None else f"{row.items_per_hour:,.0f}",
+    ) for row in rows], title=f"review per adapter{f' ({kind})' if kind else ''}", right=columns[1:],
+        sections=[len(rows) - 2] if len(rows) > 1 else [])
+    # the footnote explains the columns: beside the table on a terminal, on stderr when piped
+    (app.console if app.console.is_terminal else app.err).print(
+        "edit distance: characters changed, mean over edited captions; items/hour: decisions "
+        "per hour of reviewing (breaks over 10 minutes not counted)", style="dim")

@@ -2,38 +2,73 @@
 
 from __future__ import annotations
 
+import json
+import textwrap
+from typing import Any, Literal, get_args, get_origin
+
 import click
-from rich.table import Table
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import to_jsonable_python
 
 from catalogcap import redact
 from catalogcap.cli.app import App, pass_app
-from catalogcap.settings import CONFIG_NAME, field_docs, provenance
+from catalogcap.settings import CONFIG_NAME, Settings, field_docs, provenance
 
-CONFIG_TEMPLATE = """\
+HEADER = """\
 # catalogcap settings. Precedence: defaults < this file < CATALOGCAP_* environment
 # variables (nested with __, e.g. CATALOGCAP_GENERATION__ALT_TEXT__NUM_BEAMS=1) < command
 # line options. `catalogcap config show` prints every effective value and its source.
-
-# model = "Salesforce/blip-image-captioning-base"   # hub id or local folder
-# device = "auto"          # auto | cpu | cuda | mps
-# batch_size = 8
-# alt_text_limit = 125
-# database_url = "postgresql+psycopg://catalogcap@db/catalogcap"
-
-[watch]
-# folders = ["/srv/catalog/images"]
-# quiet_seconds = 2.0
-# polling = false          # true for network shares without inotify
-
-[generation.alt_text]
-# num_beams = 3
-# max_new_tokens = 30
-
-[generation.description]
-# prompt = "a product photo of"
-# num_beams = 4
-# max_new_tokens = 60
+#
+# Every setting is listed below, commented out, with its description and its default.
+# To change one, remove the "# " in front of it (and in front of its [section] line).
 """
+
+
+def _toml_value(value: Any) -> str:
+    """A default as an inline TOML value (JSON strings, numbers, booleans and arrays are TOML too)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _setting_lines(name: str, info: FieldInfo) -> list[str]:
+    lines = [f"# {line}" for line in textwrap.wrap(info.description or "", 86)]
+    choices = get_args(info.annotation) if get_origin(info.annotation) is Literal else ()
+    if choices:
+        lines.append(f"# one of: {' | '.join(map(str, choices))}")
+    if name == "home":
+        lines.append("# (home is found from --home or CATALOGCAP_HOME; this file lives in it)")
+    default = info.get_default(call_default_factory=True)
+    if default is None:
+        lines.append(f"# {name} = ...  (default: not set)")
+    else:
+        lines.append(f"# {name} = {_toml_value(to_jsonable_python(default))}")
+    return lines
+
+
+def config_template(model: type[BaseModel] = Settings, prefix: str = "", title: str = "",
+                    plugins: dict[str, type[BaseModel]] | None = None) -> str:
+    """The commented config file `init` writes: every setting, its description and its default,
+    then the settings of each installed plugin (`plugins`: section -> model)."""
+    plain: list[str] = []
+    sections: list[str] = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            sections.append(config_template(annotation, f"{prefix}{name}.", info.description or ""))
+        else:
+            plain.append("\n".join(_setting_lines(name, info)) + "\n")
+    out = HEADER if not prefix else ""
+    if plain:
+        if prefix:
+            out += f"\n# ---- {prefix[:-1]}: {title}\n# [{prefix[:-1]}]\n"
+        out += "\n" + "\n".join(plain)
+    for section, plugin_model in sorted((plugins or {}).items()):
+        sections.append(config_template(plugin_model, f"plugin_config.{section}.", f"the {section} plugin"))
+    return out + "".join(sections)
 
 
 def register(cli: click.Group) -> None:
@@ -52,13 +87,13 @@ def init(app: App) -> None:
     config_file = home / CONFIG_NAME
     created = not config_file.exists()
     if created:
-        config_file.write_text(CONFIG_TEMPLATE, encoding="utf-8")
+        config_file.write_text(config_template(plugins=_plugin_settings(settings)), encoding="utf-8")
     from catalogcap.store.database import current_revision
 
     revision = current_revision(app.engine)
     app.console.print(f"home      {home}")
     app.console.print(f"config    {config_file}{' (created)' if created else ' (kept)'}")
-    app.console.print(f"database  {redact.url(settings.db_url)} (schema {revision})")
+    app.console.print(f"database  {redact.database_url(settings.db_url)} (schema {revision})")
     app.console.print(f"model     {settings.model}")
     from catalogcap.captioner.model import resolve_model
     from catalogcap.errors import ModelLoadError
@@ -69,6 +104,14 @@ def init(app: App) -> None:
         from rich.markup import escape
 
         app.err.print(f"[yellow]warning[/yellow]: {escape(str(exc))}", soft_wrap=True)
+
+
+def _plugin_settings(settings: Settings) -> dict[str, type[BaseModel]]:
+    """Section -> settings model of every plugin allowed to load."""
+    from catalogcap.plugins.config import settings_models
+    from catalogcap.plugins.manager import make_manager
+
+    return {section: model for section, (model, _plugin) in settings_models(make_manager(settings.plugins)).items()}
 
 
 @click.group()
@@ -90,12 +133,7 @@ def config_show(app: App, as_json: bool) -> None:
     if as_json:
         app.json({key: {"value": value, "source": sources.get(key, "default")} for key, value in values.items()})
         return
-    table = Table(title=f"catalogcap settings (home {settings.home})", show_lines=False)
-    table.add_column("setting", style="bold")
-    table.add_column("value")
-    table.add_column("source", style="cyan")
-    table.add_column("description", style="dim")
-    for key, value in values.items():
-        table.add_row(key, repr(value) if isinstance(value, str) else str(value), sources.get(key, "default"),
-                      docs.get(key, ""))
-    app.console.print(table)
+    app.table(("setting", "value", "source", "description"),
+              [(key, repr(value) if isinstance(value, str) else str(value), sources.get(key, "default"),
+                docs.get(key, "")) for key, value in values.items()],
+              title=f"catalogcap settings (home {settings.home})")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import click
-from rich.table import Table
 from sqlmodel import col, select
 
 from catalogcap import redact
@@ -84,23 +83,24 @@ def status(app: App, as_json: bool) -> None:
     if as_json:
         app.json(data)
         return
-    table = Table(title=f"catalogcap status ({redact.url(app.settings.db_url)})", show_header=False)
     parts = [f"{k} {v}" for k, v in data["assets_by_state"].items()] + [f"{data['missing']} missing"]
-    table.add_row("assets", f"{data['assets']} ({', '.join(parts)})")
-    table.add_row("captions", ", ".join(f"{k} {v}" for k, v in data["captions"].items()))
-    table.add_row("jobs", ", ".join(f"{k} {v}" for k, v in data["jobs"].items()))
-    table.add_row("adapter", data["adapter"] or "none (base model)")
-    table.add_row("model", app.settings.model)
-    table.add_row("daemon", f"running (pid {pid})" if pid else "not running")
-    table.add_row("throughput", f"{data['captions_per_minute']} images/min over the last 5 minutes")
     training = data["training"]
     last = training["last_run"]
-    table.add_row("training", (f"last {last['id']} {last['state']}"
-                               f"{' promoted' if last['promoted'] else ''}: {last['reason'] or ''}" if last
-                               else "no round yet") + f"; next {training['next_run']}")
+    rows = [
+        ("database", redact.database_url(app.settings.db_url)),
+        ("assets", f"{data['assets']} ({', '.join(parts)})"),
+        ("captions", ", ".join(f"{k} {v}" for k, v in data["captions"].items())),
+        ("jobs", ", ".join(f"{k} {v}" for k, v in data["jobs"].items())),
+        ("adapter", data["adapter"] or "none (base model)"),
+        ("model", app.settings.model),
+        ("daemon", f"running (pid {pid})" if pid else "not running"),
+        ("throughput", f"{data['captions_per_minute']} images/min over the last 5 minutes"),
+        ("training", (f"last {last['id']} {last['state']}{' promoted' if last['promoted'] else ''}:"
+                      f" {last['reason'] or ''}" if last else "no round yet") + f"; next {training['next_run']}"),
+    ]
     if data["last_error"]:
-        table.add_row("last error", f"job {data['last_error']['job']}: {data['last_error']['error']}")
-    app.console.print(table)
+        rows.append(("last error", f"job {data['last_error']['job']}: {data['last_error']['error']}"))
+    app.table(("item", "value"), rows, title="catalogcap status", header=False)
 
 
 @click.group()
@@ -129,12 +129,9 @@ def jobs_list(app: App, state: str | None, limit: int, as_json: bool) -> None:
                    "last_error": j.last_error, "run_after": j.run_after.isoformat(),
                    "updated_at": j.updated_at.isoformat()} for j, p in rows])
         return
-    table = Table(title=f"{len(rows)} jobs")
-    for column in ("id", "state", "attempts", "path", "last error"):
-        table.add_column(column, overflow="fold")
-    for job, path in rows:
-        table.add_row(str(job.id), job.state, str(job.attempts), path or "", job.last_error or "")
-    app.console.print(table)
+    app.table(("id", "state", "attempts", "path", "last error"),
+              [(job.id, job.state, job.attempts, path or "", job.last_error or "") for job, path in rows],
+              title=f"{len(rows)} jobs")
 
 
 @jobs.command("retry")

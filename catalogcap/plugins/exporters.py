@@ -1,6 +1,7 @@
 """The jsonl and csv exporters, and the file helpers every exporter should use:
 `write_atomic` (temporary file in the same folder, then rename) and `safe_join` (a name
-taken from the catalog never leaves the folder the user gave)."""
+taken from the catalog never leaves the folder the user gave). CSV writers pass their
+cells through `catalogcap.csvcells.neutralise` so no spreadsheet runs a caption as a formula."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from catalogcap import csvcells
 from catalogcap.errors import CatalogcapError, PathOutsideRoot
 from catalogcap.plugins.events import CaptionEvent
 
@@ -84,7 +86,7 @@ def export_csv(events: Iterable[CaptionEvent], dest: str | Path | None, options:
     writer.writeheader()
     count = 0
     for event in events:
-        writer.writerow(event.to_json())
+        writer.writerow({key: csvcells.neutralise(value) for key, value in event.to_json().items()})
         count += 1
     write_atomic(dest, buffer.getvalue())
     return {"written": count, "dest": str(dest or "-")}

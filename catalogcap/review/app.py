@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from rich.console import Console
 from sqlalchemy.engine import Engine
+from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -28,7 +29,7 @@ from catalogcap.review.preview import PreviewLoader
 from catalogcap.review.queue import Filters, QueueItem
 from catalogcap.review.rows import Rows
 from catalogcap.review.screens import FilterScreen, HelpScreen
-from catalogcap.review.widgets import DetailPane, Prompt, QueueTable, SearchInput
+from catalogcap.review.widgets import DetailPane, Prompt, QueueTable, SearchBar
 from catalogcap.review.writer import Writer
 
 
@@ -36,14 +37,16 @@ class ReviewApp(QueueLoading, App[None]):
     CSS_PATH = "review.tcss"
     TITLE = "catalogcap review"
     ENABLE_COMMAND_PALETTE = False
+    # Short labels in a compact footer, so every key shown fits one line of an 80-column terminal;
+    # s (skip) does what the down arrow does and is listed in the help (?) instead
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "accept", "Accept"),
         Binding("e", "edit", "Edit"),
         Binding("r", "reject", "Reject"),
-        Binding("s", "skip", "Skip"),
+        Binding("s", "skip", "Skip", show=False),
         Binding("u", "undo", "Undo"),
-        Binding("space", "select", "Select"),
-        Binding("A", "accept_selected", "Accept sel."),
+        Binding("space", "select", "Sel", key_display="␣"),
+        Binding("A", "accept_selected", "Acc sel"),
         Binding("slash", "search", "Search"),
         Binding("f", "filters", "Filter"),
         Binding("question_mark", "help", "Help"),
@@ -60,7 +63,7 @@ class ReviewApp(QueueLoading, App[None]):
         self.alt_text_limit = alt_text_limit
         self.rows = Rows(filters or Filters(), reviewer)
         self.previews = PreviewLoader(max_pixels=max_pixels, max_bytes=max_bytes)
-        self.writer = Writer(engine, reviewer, self.post_message, on_reviewed)
+        self.writer = Writer(engine, reviewer, self.post_message, on_reviewed, alt_text_limit=alt_text_limit)
         self.detail: queue.Detail | None = None
         self.generation = 0  # bumped on every filter change; older pages and counts are dropped
         self._page_loading = False
@@ -77,16 +80,20 @@ class ReviewApp(QueueLoading, App[None]):
         yield Static("", id="status")
         with Horizontal(id="body"):
             with Vertical(id="queue-panel"):
-                yield SearchInput(placeholder="search the texts · Enter applies · Escape cancels",
-                                  id="search")
+                yield SearchBar(id="search-bar")
                 yield QueueTable(id="queue")
             yield DetailPane(id="detail")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.table.focus()
         self._reload(self.filters)
         self.set_interval(REFRESH_SECONDS, self._tick)
+
+    def on_resize(self, event: events.Resize) -> None:
+        for table in self.query(QueueTable):  # none yet while the app starts
+            if table.columns:
+                table.fit(event.size.width, self.rows.items, self.rows.selected, self.rows.saving)
 
     async def on_unmount(self) -> None:
         await asyncio.to_thread(self.writer.close)
@@ -269,15 +276,11 @@ class ReviewApp(QueueLoading, App[None]):
     # ------------------------------------------------------------------ filters, help, quit
 
     def action_search(self) -> None:
-        search = self.query_one(SearchInput)
-        search.value = self.filters.search or ""
-        search.add_class("open")
-        search.focus()
+        self.query_one(SearchBar).open(self.filters.search or "")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "search":
-            event.input.remove_class("open")
-            self.table.focus()
+            self.query_one(SearchBar).close()
             self._set_filters(self.filters.with_(search=event.value.strip() or None))
 
     def action_filters(self) -> None:

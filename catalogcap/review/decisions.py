@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from catalogcap.errors import NotFound
-from catalogcap.store.captions import Conflict, decide, restore
+from catalogcap.store.captions import DEFAULT_ALT_TEXT_LIMIT, Conflict, decide, restore
 from catalogcap.store.database import create_store_engine, write_session
 from catalogcap.store.models import Caption
 
@@ -99,9 +99,11 @@ class Decisions:
     calls it from one writer thread, in the order the keys were pressed)."""
 
     def __init__(self, engine: Engine, reviewer: str,
-                 on_reviewed: Callable[[list[int], str], None] | None = None) -> None:
+                 on_reviewed: Callable[[list[int], str], None] | None = None, *,
+                 alt_text_limit: int = DEFAULT_ALT_TEXT_LIMIT) -> None:
         self.engine = engine
         self.reviewer = reviewer
+        self.alt_text_limit = alt_text_limit
         self.on_reviewed = on_reviewed
         self._undo: list[tuple[str, list[_Done]]] = []
 
@@ -144,7 +146,7 @@ class Decisions:
                 before = {name: getattr(caption, name) for name in SNAPSHOT_FIELDS}
                 try:
                     after = decide(session, caption_id, decision, reviewer=self.reviewer, text=text,
-                                   expected_version=version, reason=reason)
+                                   expected_version=version, reason=reason, alt_text_limit=self.alt_text_limit)
                 except Conflict as exc:
                     outcome.conflicts.append((Saved.of(exc.caption), str(exc)))
                     continue

@@ -16,13 +16,15 @@ from catalogcap.store.models import CAPTION_STATES, KINDS
 
 KEYS = (
     ("a", "accept the caption as it is"),
-    ("e", "edit: fix the text, Enter saves it as accepted (the model's text is kept beside it)"),
+    ("e", "edit: fix the text and press Enter to save it; the caption becomes edited (the model's text is"
+          " kept beside it; saving it unchanged counts as accepted). Descriptions take several lines:"
+          " ctrl+j (or shift+enter) starts a new line. Escape cancels"),
     ("r", "reject, with an optional reason"),
     ("s", "skip to the next caption without deciding"),
     ("u", "undo the last decision (a whole bulk accept at once)"),
-    ("space", "select or unselect the caption and move down"),
+    ("space (␣)", "select or unselect the caption and move down"),
     ("A", "accept every selected caption"),
-    ("/", "search the texts (empty search clears it)"),
+    ("/", "search the texts: type words, Enter applies, Escape cancels (an empty search clears it)"),
     ("f", "filters: state, kind, folder, model, adapter"),
     ("↑ ↓ PgUp PgDn", "move through the queue (ctrl+home, ctrl+end: first, last loaded)"),
     ("?", "this help"),

@@ -1,5 +1,10 @@
 """The spreadsheet round trip: export captions to CSV, import the decisions made in it.
 
+Text cells are written through `csvcells.neutralise` (a spreadsheet never runs a caption
+as a formula) and read back through `csvcells.restore`, so the round trip is lossless. The
+file read must be a regular file of at most `MAX_FILE_BYTES`, with lines of at most
+`MAX_LINE_CHARS`: `/dev/zero` or a FIFO is refused, not read forever.
+
 Import is all-or-nothing: every row is checked first, and one bad row (unknown id or
 decision, an empty edit, alt text over the limit) means nothing is written and every bad
 row is listed by line. The good file is then applied in one transaction. A row whose
@@ -11,7 +16,9 @@ unless `overwrite` is given.
 from __future__ import annotations
 
 import csv
+import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -19,9 +26,10 @@ from typing import TextIO
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from catalogcap import csvcells
 from catalogcap.errors import CatalogcapError
 from catalogcap.review.queue import Filters, page
-from catalogcap.store.captions import decide
+from catalogcap.store.captions import decide, length_problem
 from catalogcap.store.database import read_session, write_session
 from catalogcap.store.models import Caption
 
@@ -32,6 +40,8 @@ REQUIRED = ("caption_id", "final_text", "decision")
 DECISIONS = ("accept", "edit", "reject")
 ENCODING = "utf-8-sig"  # a BOM makes Excel read UTF-8; reading with utf-8-sig accepts files with or without
 _CHUNK = 500
+MAX_FILE_BYTES = 512 * 2**20  # 100,000 captions with long descriptions fit many times over
+MAX_LINE_CHARS = 2**20  # a line of an export is a few KiB at most
 
 
 @dataclass(frozen=True)
@@ -82,15 +92,46 @@ def export_csv(engine: Engine, out: TextIO, filters: Filters) -> int:
     with read_session(engine) as session:
         while items := page(session, filters, after_id=after, limit=1000):
             for item in items:
-                writer.writerow([item.id, item.path or "", item.kind, item.model_text, item.text, ""])
+                writer.writerow(csvcells.row([item.id, item.path or "", item.kind, item.model_text, item.text, ""]))
             written += len(items)
             after = items[-1].id
     return written
 
 
+def check_file(path: str) -> None:
+    """Refuse what is not a plain file of a sane size before opening it: opening a FIFO blocks,
+    and a device such as /dev/zero never ends."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise CatalogcapError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("a folder" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode)
+                else "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else "a socket")
+        raise CatalogcapError(f"{path} is not a regular file (it is {kind}); import a CSV file saved from"
+                              " `catalogcap review export`")
+    if info.st_size > MAX_FILE_BYTES:
+        raise CatalogcapError(f"{path} is {info.st_size / 2**20:,.0f} MiB, more than the {MAX_FILE_BYTES // 2**20} MiB"
+                              " a review sheet can be; split it (export by --kind or --folder)")
+
+
+def _bounded_lines(source: str, fp: TextIO) -> Iterator[str]:
+    """The file's lines, refusing one over MAX_LINE_CHARS or a file growing past MAX_FILE_BYTES."""
+    total, number = 0, 0
+    while line := fp.readline(MAX_LINE_CHARS + 1):
+        number += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise CatalogcapError(f"{source}: line {number} is longer than {MAX_LINE_CHARS:,} characters;"
+                                  " this is not a review sheet from `catalogcap review export`")
+        total += len(line)
+        if total > MAX_FILE_BYTES:
+            raise CatalogcapError(f"{source}: more than {MAX_FILE_BYTES // 2**20} MiB of text; not a review sheet")
+        yield line
+
+
 def read_rows(source: str, fp: TextIO) -> tuple[list[Row], list[BadRow], int]:
     """Rows with a decision, rows that are wrong on their face, and the number left blank."""
-    reader = csv.reader(fp)
+    reader = csv.reader(_bounded_lines(source, fp))
     try:
         header = [name.strip().lower() for name in next(reader)]
     except StopIteration:
@@ -126,7 +167,7 @@ def read_rows(source: str, fp: TextIO) -> tuple[list[Row], list[BadRow], int]:
             bad.append(BadRow(line, f"caption {raw_id} is decided again (first on line {first})"))
         else:
             first_line[int(raw_id)] = line
-            rows.append(Row(line, int(raw_id), decision, values["final_text"].strip()))
+            rows.append(Row(line, int(raw_id), decision, csvcells.restore(values["final_text"].strip())))
         line = reader.line_num + 1
     return rows, bad, blank
 
@@ -151,9 +192,9 @@ def check_rows(engine: Engine, rows: list[Row], *, alt_text_limit: int) -> list[
             continue
         kind, current = kinds[row.caption_id]
         final = _final_text(row, current)
-        if kind == "alt_text" and row.decision != "reject" and len(final) > alt_text_limit:
-            bad.append(BadRow(row.line, f"caption {row.caption_id}: alt text is {len(final)} characters, "
-                                        f"over the limit of {alt_text_limit}"))
+        problem = None if row.decision == "reject" else length_problem(kind, final, alt_text_limit)
+        if problem:
+            bad.append(BadRow(row.line, f"caption {row.caption_id}: {problem}"))
     return bad
 
 
@@ -191,6 +232,7 @@ def import_csv(engine: Engine, source: str, fp: TextIO, *, reviewer: str, alt_te
                 )
                 continue
             decide(session, row.caption_id, row.decision, reviewer=reviewer,
-                   text=None if row.decision == "reject" else final, expected_version=caption.version)
+                   text=None if row.decision == "reject" else final, expected_version=caption.version,
+                   alt_text_limit=alt_text_limit)
             report.applied.setdefault(row.decision, []).append(row.caption_id)
     return report

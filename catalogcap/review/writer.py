@@ -16,22 +16,26 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from textual.message import Message
 
+from catalogcap.errors import CatalogcapError
 from catalogcap.review.decisions import Decisions, Outcome, writer_engine
 from catalogcap.review.messages import WriteFailed, Written
+from catalogcap.store.captions import DEFAULT_ALT_TEXT_LIMIT
 
 log = logging.getLogger(__name__)
 
 
 class Writer:
     def __init__(self, engine: Engine, reviewer: str, post: Callable[[Message], Any],
-                 on_reviewed: Callable[[list[int], str], None] | None = None) -> None:
+                 on_reviewed: Callable[[list[int], str], None] | None = None, *,
+                 alt_text_limit: int = DEFAULT_ALT_TEXT_LIMIT) -> None:
         self._post = post
         self._on_reviewed = on_reviewed
         self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalogcap-review-write")
         self._hooks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalogcap-review-hooks")
         self._engine = writer_engine(engine)
         self._own_engine = self._engine is not engine
-        self.decisions = Decisions(self._engine, reviewer, on_reviewed=self._fire if on_reviewed else None)
+        self.decisions = Decisions(self._engine, reviewer, on_reviewed=self._fire if on_reviewed else None,
+                                   alt_text_limit=alt_text_limit)
 
     def decide(self, targets: list[tuple[int, int]], decision: str, *, text: str | None = None,
                reason: str | None = None) -> None:
@@ -57,6 +61,8 @@ class Writer:
     def _run(self, job: Callable[[], Any], ids: list[int]) -> None:
         try:
             outcome = job()
+        except CatalogcapError as exc:  # a rule of the store (a text over its limit): the reason is the news
+            self._post(WriteFailed(ids, str(exc)))
         except Exception as exc:  # the database refused (disk full, locked past the timeout...)
             log.exception("review: could not save a decision on %s", ids or "undo")
             self._post(WriteFailed(ids, f"{type(exc).__name__}: {exc}"))

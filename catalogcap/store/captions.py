@@ -3,6 +3,11 @@
 A review decision is an optimistic-concurrency update: it names the caption version the
 reviewer saw; if someone else decided first, the version moved on and `Conflict` says so.
 The model's original text is never overwritten by a review.
+
+The length rule lives here, in `decide`, and nowhere else: whichever way a decision comes
+(the CLI, the review UI, a spreadsheet import, the HTTP API), alt text over
+`alt_text_limit` characters and descriptions over `DESCRIPTION_LIMIT` are refused with
+`TextTooLong`, which names the limit.
 """
 
 from __future__ import annotations
@@ -18,6 +23,31 @@ from catalogcap.errors import CatalogcapError, NotFound
 from catalogcap.store.models import CAPTION_STATES, KINDS, Asset, AssetPath, Caption, utcnow
 
 DECISIONS = ("accept", "edit", "reject", "reset")
+DEFAULT_ALT_TEXT_LIMIT = 125  # the alt_text_limit setting's default
+DESCRIPTION_LIMIT = 1000  # what the captioner cuts descriptions to
+
+
+def text_limit(kind: str, alt_text_limit: int = DEFAULT_ALT_TEXT_LIMIT) -> int:
+    """The most characters a caption of `kind` may have."""
+    return alt_text_limit if kind == "alt_text" else DESCRIPTION_LIMIT
+
+
+def length_problem(kind: str, text: str, alt_text_limit: int = DEFAULT_ALT_TEXT_LIMIT) -> str | None:
+    """Why `text` is too long for a caption of `kind`, or None."""
+    limit = text_limit(kind, alt_text_limit)
+    if len(text) <= limit:
+        return None
+    setting = "the alt_text_limit setting" if kind == "alt_text" else "the description limit"
+    return (f"{kind.replace('_', ' ')} is {len(text)} characters, over the limit of {limit} ({setting});"
+            " shorten it")
+
+
+class TextTooLong(CatalogcapError):
+    """A reviewer's text is longer than the limit of its kind; nothing was saved."""
+
+    def __init__(self, caption_id: int, problem: str, limit: int) -> None:
+        super().__init__(f"caption {caption_id}: {problem}")
+        self.caption_id, self.limit = caption_id, limit
 
 
 class Conflict(CatalogcapError):
@@ -62,8 +92,10 @@ def save_model_captions(
 def decide(
     session: Session, caption_id: int, decision: str, *, reviewer: str, text: str | None = None,
     expected_version: int | None = None, reason: str | None = None, now: datetime | None = None,
+    alt_text_limit: int = DEFAULT_ALT_TEXT_LIMIT,
 ) -> Caption:
-    """Apply a reviewer's decision (accept / edit / reject / reset to pending) atomically."""
+    """Apply a reviewer's decision (accept / edit / reject / reset to pending) atomically; an accepted
+    or edited text over its kind's limit raises `TextTooLong`."""
     if decision not in DECISIONS:
         raise CatalogcapError(f"unknown decision {decision!r}; use one of {', '.join(DECISIONS)}")
     caption = session.get(Caption, caption_id)
@@ -88,6 +120,10 @@ def decide(
     else:  # reset: back to the model's text, pending
         values.update(state="pending", text=caption.model_text, reviewer=None, reviewed_at=None,
                       reject_reason=None)
+    if decision in ("accept", "edit"):
+        problem = length_problem(caption.kind, values["text"], alt_text_limit)
+        if problem:
+            raise TextTooLong(caption_id, problem, text_limit(caption.kind, alt_text_limit))
     result = session.execute(
         sa.update(Caption).where(Caption.id == caption_id, Caption.version == caption.version).values(**values)
     )

@@ -3,11 +3,16 @@
 SQLite runs in WAL mode with a busy timeout so the daemon, the review UI and the API can
 share one file; write transactions start with BEGIN IMMEDIATE so two writers queue on the
 lock instead of failing half-way. Any other SQLAlchemy URL (PostgreSQL) works unchanged.
+
+A database error a user can meet (a damaged file, a full disk, a lock held past the busy
+timeout) becomes a `StoreError` subclass through `store_error`, which says what happened
+to which file and what to do; the URL is always shown with its password hidden.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +25,59 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from catalogcap import redact
 from catalogcap.errors import StoreError
 
 BUSY_TIMEOUT_MS = 30_000
 _migrate_lock = threading.Lock()
+RECOVERY_HINT = ("stop every catalogcap process, copy the file aside, then recover what can be read:"
+                 " `sqlite3 {path} .recover | sqlite3 {path}.recovered` and move the recovered file into"
+                 " place (README: \"Backups and recovery\")")
+
+
+class StoreBusy(StoreError):
+    """Another process held the database's write lock for longer than the busy timeout."""
+
+
+class StoreFull(StoreError):
+    """The disk (or the database's size limit) is full; the transaction was rolled back."""
+
+
+class StoreCorrupt(StoreError):
+    """The database file is damaged or is not a database."""
+
+
+def _where(url: str | sa.engine.URL | None) -> str:
+    if url is None:
+        return "the database"
+    if isinstance(url, sa.engine.URL):
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            return f"database {url.database}"
+        return f"database {url.render_as_string(hide_password=True)}"
+    try:
+        return _where(sa.engine.make_url(url))
+    except Exception:  # unparseable: shown by the same grammar, password hidden
+        return f"database {redact.database_url(url)}"
+
+
+def store_error(exc: BaseException, url: str | sa.engine.URL | None = None) -> StoreError | None:
+    """The user-facing error for a database exception, or None when it is not one a user can act on."""
+    orig = getattr(exc, "orig", None) or exc
+    if not isinstance(orig, (sqlite3.Error, sa.exc.DBAPIError)) and not isinstance(exc, sa.exc.DBAPIError):
+        return None
+    message = str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+    lowered = message.lower()
+    where = _where(url)
+    if "locked" in lowered or "busy" in lowered:
+        return StoreBusy(f"{where} is busy: another process kept it locked longer than the busy timeout"
+                         f" ({message}); try again in a moment")
+    if "disk is full" in lowered or "no space left" in lowered or "sqlite_full" in lowered:
+        return StoreFull(f"{where}: the disk is full ({message}); nothing was saved by this step;"
+                         " free some space and run it again")
+    if "malformed" in lowered or "not a database" in lowered or "disk i/o error" in lowered:
+        path = where.removeprefix("database ")
+        return StoreCorrupt(f"{where} is damaged ({message}); {RECOVERY_HINT.format(path=path)}")
+    return None
 
 
 def _alembic_config(engine: Engine) -> Config:
@@ -61,19 +115,22 @@ def create_store_engine(url: str, *, migrate: bool = True) -> Engine:
     """An engine for `url`, upgraded to the newest schema unless migrate=False."""
     try:
         engine_url = sa.engine.make_url(url)
-    except Exception as exc:
-        raise StoreError(f"database URL {url!r} is not a valid SQLAlchemy URL: {exc}") from None
+    except Exception:  # the parser's message repeats the URL, password and all
+        raise StoreError(f"database URL {redact.database_url(url)} is not a valid SQLAlchemy URL"
+                         " (dialect+driver://user:password@host:port/database; percent-encode special"
+                         " characters of the password)") from None
     kwargs: dict = {"pool_pre_ping": True}
     if engine_url.get_backend_name() == "sqlite":
         if engine_url.database and engine_url.database != ":memory:":
-            parent = Path(engine_url.database).expanduser().parent
-            if not parent.is_dir():
-                raise StoreError(f"database folder {parent} does not exist; run `catalogcap init`")
+            file = Path(engine_url.database).expanduser()
+            if not file.parent.is_dir():
+                raise StoreError(f"database folder {file.parent} does not exist; run `catalogcap init`")
+            _refuse_empty_file(file)
         kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
     try:
         engine = sa.create_engine(engine_url, **kwargs)
     except Exception as exc:  # missing driver (psycopg) etc.
-        raise StoreError(f"cannot open database {engine_url.render_as_string()}: {exc}") from None
+        raise StoreError(f"cannot open {_where(engine_url)}: {redact.text(str(exc))}") from None
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         sa.event.listen(engine, "begin", _sqlite_begin)
@@ -82,23 +139,46 @@ def create_store_engine(url: str, *, migrate: bool = True) -> Engine:
     return engine
 
 
+def _refuse_empty_file(file: Path) -> None:
+    """An existing 0-byte file is a store that lost its contents (a failed copy, a full disk),
+    not a new one: opening it would build an empty store and caption the whole catalog again."""
+    try:
+        empty = file.stat().st_size == 0
+    except FileNotFoundError:
+        return
+    wal = file.with_name(file.name + "-wal")
+    if empty and not (wal.exists() and wal.stat().st_size > 0):
+        raise StoreError(
+            f"database {file} exists but is empty (0 bytes), so it is not opened as a new store: restore it"
+            " from a backup (README: \"Backups and recovery\"), or delete the file to start an empty store"
+            " (every image is then captioned again)"
+        )
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision`, in place; safe to call on every start."""
     head = head_revision()
     try:
         current = current_revision(engine)
-    except sa.exc.SQLAlchemyError as exc:
-        raise StoreError(f"cannot read database {engine.url.render_as_string()}: {exc}") from None
+    except (sa.exc.SQLAlchemyError, sqlite3.Error) as exc:
+        known = store_error(exc, engine.url)
+        if known is not None:
+            raise known from None
+        message = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise StoreError(f"cannot read {_where(engine.url)}: {redact.text(message)}") from None
     if current == head and revision == "head":
         return
     script = ScriptDirectory.from_config(_alembic_config(engine))
     if current is not None and not _known(script, current):
         raise StoreError(
-            f"database {engine.url.render_as_string()} is at schema {current}, which this catalogcap does not"
+            f"{_where(engine.url)} is at schema {current}, which this catalogcap does not"
             " know; it was written by a newer release — upgrade catalogcap"
         )
     with _migrate_lock:
-        command.upgrade(_alembic_config(engine), revision)
+        try:
+            command.upgrade(_alembic_config(engine), revision)
+        except (sa.exc.DBAPIError, sqlite3.Error) as exc:
+            raise (store_error(exc, engine.url) or exc) from None
 
 
 def _known(script: ScriptDirectory, revision: str) -> bool:

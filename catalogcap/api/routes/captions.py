@@ -32,6 +32,7 @@ CaptionId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 IF_MATCH = r'^\s*(\*|(W/)?"?[0-9]{1,18}"?)\s*$'
 ISO_DATETIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}"
 _DATETIME = TypeAdapter(datetime)
+REVIEWER_MAX = 128  # the reviewer column's length
 
 
 def encode_cursor(updated_at: datetime, caption_id: int) -> str:
@@ -136,6 +137,15 @@ def get_caption(caption_id: CaptionId, response: Response, _token: ApiToken = De
     return out
 
 
+def recorded_reviewer(token: ApiToken, named: str | None) -> str:
+    """`api:<token name>`, after the client's own name for the reviewer when it gives one."""
+    by_token = f"api:{token.name}"
+    if not named:
+        return by_token[:REVIEWER_MAX]
+    room = max(REVIEWER_MAX - len(by_token) - 3, 1)
+    return f"{named.strip()[:room]} ({by_token})"[:REVIEWER_MAX]
+
+
 def expected_version(if_match: str) -> int | None:
     """The version an If-Match names (`"3"`, `3`, `W/"3"`); None for `*` (any version)."""
     value = if_match.strip()
@@ -164,12 +174,16 @@ def review_caption(
     ctx: ApiContext = Depends(get_ctx),
 ) -> CaptionOut:
     """Optimistic concurrency: the decision applies only if the caption is still at the If-Match
-    version; otherwise 409 says who changed it and gives the current version."""
+    version; otherwise 409 says who changed it and gives the current version.
+
+    The reviewer recorded is the token's name (`api:shop-backend`); a `reviewer` the client
+    names is kept beside it (`maria (api:shop-backend)`), so a decision is always traceable to
+    the token that made it. Text over the kind's limit is 422 `text_too_long`."""
     try:
         with write_session(ctx.engine) as session:
-            decide(session, caption_id, decision.decision, reviewer=decision.reviewer or f"api:{token.name}",
+            decide(session, caption_id, decision.decision, reviewer=recorded_reviewer(token, decision.reviewer),
                    text=getattr(decision, "text", None), reason=getattr(decision, "reason", None),
-                   expected_version=expected_version(if_match))
+                   expected_version=expected_version(if_match), alt_text_limit=ctx.settings.alt_text_limit)
     except Conflict as exc:
         current = _caption_out(ctx, caption_id)
         raise ApiProblem(409, "Conflict", str(exc), code="conflict", current_version=current.version,

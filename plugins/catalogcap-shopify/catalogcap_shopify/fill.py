@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+from catalogcap import csvcells
 from catalogcap.plugins.events import CaptionEvent
 from catalogcap_shopify import rawcsv
 
@@ -126,6 +127,7 @@ def fill(data: bytes, name: str, events: list[CaptionEvent], *, match: str, patt
         text, cut = clean(texts[key][0], limit)
         if cut:
             report.truncated.append(row)
+        text = csvcells.neutralise(text)  # Shopify's CSV is opened in spreadsheets too (CWE-1236)
         if text != cells[col[ALT]]:
             replacements[(index, col[ALT])] = text
         report.rows_filled += 1
@@ -155,7 +157,7 @@ def fresh(events: list[CaptionEvent], *, pattern: str, src_prefix: str, limit: i
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
     writer.writerow(FRESH_HEADER)
-    writer.writerows(sorted(rows, key=lambda r: (r[0], int(r[2]))))
+    writer.writerows(csvcells.row(r) for r in sorted(rows, key=lambda r: (r[0], int(r[2]))))
     return buffer.getvalue().encode("utf-8"), report
 
 

@@ -43,7 +43,8 @@ class WebhookSettings(BaseModel):
     secret_env: str = Field(
         "CATALOGCAP_WEBHOOK_SECRET", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="Environment variable with the HMAC-SHA256 signing secret; without it nothing is sent.")
-    timeout_seconds: float = Field(10.0, gt=0, le=300, description="Connect and read timeout of one POST.")
+    timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="The most one POST may take, from connecting to the last byte of the answer.")
     backoff_seconds: float = Field(
         5.0, gt=0, le=3600, description="Wait after the first failure; doubles with each further one.")
     backoff_max_seconds: float = Field(300.0, gt=0, le=86400, description="Longest wait between two tries.")
@@ -120,14 +121,15 @@ def payload(key: str, event_type: str, occurred_at: datetime | None, data: dict[
 
 
 def queue(settings: Any, event_type: str, key: str, body: bytes,
-          config: WebhookSettings | None = None) -> int:
-    """Put an event in the outbox (once per URL) and wake the courier; returns the new rows."""
+          config: WebhookSettings | None = None, *, wake: bool = True) -> int:
+    """Put an event in the outbox (once per URL) and, with `wake`, wake this process's courier;
+    returns the new rows. Without `wake` the rows wait for `catalogcap webhook deliver`."""
     config = config or load_config(settings)
     if event_type not in config.events or not config.urls:
         return 0
     outbox = Outbox.in_home(settings.home)
     added = outbox.enqueue(key, event_type, body, config.urls)
-    if added and config.deliver_in_background:
+    if added and wake and config.deliver_in_background:
         courier_for(outbox, config).wake()
     return added
 

@@ -27,7 +27,9 @@ def _setup(app: App):
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @pass_app
 def deliver(app: App, follow: bool, as_json: bool) -> None:
-    """Send what is waiting now, retries included (backoff is skipped once); with --follow, keep going."""
+    """Send what is waiting now (events queued by hooks or `enqueue`), retries included (backoff is
+    skipped once); with --follow, keep going. Each URL is sent to on its own, so one slow endpoint
+    never holds up another."""
     from catalogcap_webhook.delivery import drain
 
     config, outbox = _setup(app)
@@ -78,7 +80,10 @@ def retry(app: App) -> None:
               help="Caption states, comma-separated.")
 @pass_app
 def enqueue(app: App, state: str) -> None:
-    """Queue events for captions already reviewed (e.g. for a newly added URL); sent ones are not resent."""
+    """Queue events for captions already reviewed (e.g. for a newly added URL); sends nothing itself.
+
+    The events wait in the outbox for `catalogcap webhook deliver` (or a running
+    `deliver --follow`); events delivered before are not queued again."""
     from catalogcap.plugins.events import select_caption_events
     from catalogcap.store.database import read_session
     from catalogcap_webhook import caption_event_body, queue
@@ -92,5 +97,7 @@ def enqueue(app: App, state: str) -> None:
     added = 0
     for caption in events:
         event_type = f"caption.{caption.state}"
-        added += queue(app.settings, event_type, *caption_event_body(caption, event_type), config=config)
-    app.console.print(f"queued {added} new deliveries for {len(events)} captions")
+        added += queue(app.settings, event_type, *caption_event_body(caption, event_type), config=config,
+                       wake=False)
+    app.console.print(f"queued {added} new deliveries for {len(events)} captions;"
+                      " `catalogcap webhook deliver` sends them")

@@ -1,4 +1,8 @@
-"""Sending outbox rows: signed POSTs with a timeout, retries with exponential backoff.
+"""Sending outbox rows: signed POSTs with an overall deadline, retries with exponential backoff.
+
+Every URL is delivered in its own lane (one asyncio task per URL): its events in order,
+one at a time, each POST over within `timeout_seconds` however slowly the receiver
+answers, and the other URLs' lanes never wait for it.
 
 The courier is a background thread per outbox: hooks only write a row and wake it, so the
 daemon's worker and the review UI never wait on the network. A short command waits at most
@@ -8,6 +12,7 @@ the next courier or `catalogcap webhook deliver`.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import hashlib
 import hmac
@@ -16,6 +21,8 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,8 +64,8 @@ def backoff(config: Any, attempts: int) -> float:
     return delay * random.uniform(0.8, 1.2)
 
 
-def send(client: httpx.Client, delivery: Delivery, secret: str) -> int:
-    response = client.post(delivery.url, content=delivery.body, headers={
+async def send(client: httpx.AsyncClient, delivery: Delivery, secret: str) -> int:
+    response = await client.post(delivery.url, content=delivery.body, headers={
         "Content-Type": "application/json",
         "User-Agent": "catalogcap-webhook/0.1",
         SIGNATURE_HEADER: sign(secret, delivery.body),
@@ -69,55 +76,90 @@ def send(client: httpx.Client, delivery: Delivery, secret: str) -> int:
     return response.status_code
 
 
-def deliver_pass(outbox: Outbox, config: Any, *, due_only: bool = True, skip: frozenset[str] = frozenset()
-                 ) -> tuple[Outcome, frozenset[str]]:
-    """Try the head row of every URL once; returns what happened and the URLs now waiting to retry."""
-    outcome, failed_urls = Outcome(), set(skip)
-    rows = outbox.claim(config.timeout_seconds + LEASE_MARGIN_S, due_only=due_only, skip_urls=skip)
-    if not rows:
-        return outcome, frozenset(failed_urls)
-    secret = os.environ.get(config.secret_env, "")
-    with httpx.Client(timeout=config.timeout_seconds, follow_redirects=False) as client:
-        for row in rows:
-            status: int | None = None
-            try:
-                if not secret:
-                    raise RuntimeError(f"environment variable {config.secret_env} is not set;"
-                                       " unsigned events are never sent")
-                status = send(client, row, secret)
-                if 200 <= status < 300:
-                    outbox.delivered(row.id, status)
-                    outcome.delivered += 1
-                    continue
-                error = f"HTTP {status}"
-            except (httpx.HTTPError, RuntimeError) as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            too_old = time.time() - row.created_at > config.give_up_after_hours * 3600
-            if status in PERMANENT or too_old:
-                outbox.failed(row.id, error, status, retry_at=None)
-                outcome.dead += 1
-                log.error("webhook %s: event %s given up after %d attempts: %s", row.url, row.event_key,
-                          row.attempts + 1, error)
-            else:  # later events of this URL wait behind this one, in order
-                failed_urls.add(row.url)
-                outbox.failed(row.id, error, status, retry_at=time.time() + backoff(config, row.attempts + 1))
-                outcome.failed += 1
-                log.warning("webhook %s: event %s attempt %d failed (%s); will retry", row.url, row.event_key,
-                            row.attempts + 1, error)
-    return outcome, frozenset(failed_urls)
+async def attempt(outbox: Outbox, config: Any, client: httpx.AsyncClient, row: Delivery, secret: str) -> str:
+    """One POST of one row, over within `timeout_seconds` from start to the last byte of the answer
+    (a receiver trickling its answer a byte a second is cut off like a silent one), recorded in the
+    outbox; returns "delivered", "failed" (will retry) or "dead"."""
+    status: int | None = None
+    try:
+        if not secret:
+            raise RuntimeError(f"environment variable {config.secret_env} is not set; unsigned events are never sent")
+        status = await asyncio.wait_for(send(client, row, secret), config.timeout_seconds)
+        if 200 <= status < 300:
+            outbox.delivered(row.id, status)
+            return "delivered"
+        error = f"HTTP {status}"
+    except asyncio.TimeoutError:
+        error = f"no complete answer within timeout_seconds ({config.timeout_seconds:g} s)"
+    except (httpx.HTTPError, RuntimeError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    too_old = time.time() - row.created_at > config.give_up_after_hours * 3600
+    if status in PERMANENT or too_old:
+        outbox.failed(row.id, error, status, retry_at=None)
+        log.error("webhook %s: event %s given up after %d attempts: %s", row.url, row.event_key,
+                  row.attempts + 1, error)
+        return "dead"
+    retry_at = time.time() + backoff(config, row.attempts + 1)
+    outbox.failed(row.id, error, status, retry_at=retry_at)
+    log.warning("webhook %s: event %s attempt %d failed (%s); will retry", row.url, row.event_key,
+                row.attempts + 1, error)
+    return "failed"
 
 
 def drain(outbox: Outbox, config: Any, *, due_only: bool = True, deadline: float | None = None) -> Outcome:
-    """Deliver until every URL is caught up or has failed once in this drain."""
-    total, failed = Outcome(), frozenset[str]()
-    while deadline is None or time.monotonic() < deadline:
-        outcome, failed = deliver_pass(outbox, config, due_only=due_only, skip=failed)
-        total.delivered += outcome.delivered
-        total.failed += outcome.failed
-        total.dead += outcome.dead
-        if not outcome.attempts:
-            break
-    return total
+    """Deliver until every URL is caught up or has failed once in this drain.
+
+    Each URL is its own lane: its events go out in order, one at a time, while the other URLs'
+    lanes go on beside it, so a slow or stalled receiver never holds up another one. `deadline`
+    (monotonic) stops new attempts; those under way end within their own timeout."""
+    loop = asyncio.new_event_loop()
+    # The exit flush of a short command runs after Python stopped taking new work in thread
+    # pools: name lookups (the loop's only use of its executor here) run inline instead.
+    loop.set_default_executor(_InlineExecutor())
+    try:
+        return loop.run_until_complete(_drain(outbox, config, due_only=due_only, deadline=deadline))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+class _InlineExecutor(ThreadPoolExecutor):
+    """Runs each call at once in the calling thread (asyncio insists on a ThreadPoolExecutor)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+async def _drain(outbox: Outbox, config: Any, *, due_only: bool, deadline: float | None) -> Outcome:
+    # The outbox's short SQLite transactions run on the loop itself, not in a thread pool: the
+    # exit flush runs after Python has stopped accepting new threads.
+    total = Outcome()
+    secret = os.environ.get(config.secret_env, "")
+    lease = config.timeout_seconds + LEASE_MARGIN_S  # longer than any attempt can take
+    lanes: dict[str, asyncio.Task[str]] = {}
+    failed_urls: set[str] = set()
+    async with httpx.AsyncClient(timeout=config.timeout_seconds, follow_redirects=False) as client:
+        while True:
+            if deadline is None or time.monotonic() < deadline:
+                rows = outbox.claim(lease, due_only=due_only, skip_urls=frozenset(failed_urls | lanes.keys()))
+                for row in rows:
+                    lanes[row.url] = asyncio.create_task(attempt(outbox, config, client, row, secret))
+            if not lanes:
+                return total
+            finished, _ = await asyncio.wait(lanes.values(), return_when=asyncio.FIRST_COMPLETED)
+            for url, task in list(lanes.items()):
+                if task not in finished:
+                    continue
+                del lanes[url]
+                result = task.result()
+                setattr(total, result, getattr(total, result) + 1)
+                if result == "failed":  # later events of this URL wait behind this one, in order
+                    failed_urls.add(url)
 
 
 class Courier:
