@@ -37,7 +37,7 @@ from catalogcap.captioner.engine import (
     usable,
 )
 from catalogcap.captioner.model import LoadedModel, get_model
-from catalogcap.captioner.pixels import PixelMaker, PixelSpec, Prefetcher, stack
+from catalogcap.captioner.pixels import FileToPixels, Prefetcher, stack
 from catalogcap.captioner.text import clean_alt_text, clean_description
 from catalogcap.settings import KINDS, GenerationSettings, Settings
 
@@ -110,8 +110,8 @@ class Captioner:
         self.bos_id = text_config.bos_token_id
         self.sep_id = text_config.sep_token_id
         self.pad_id = text_config.pad_token_id
-        self.pixel_maker = PixelMaker(PixelSpec.from_processor(self.processor.image_processor),
-                                      reducing_gap=engine.reducing_gap)
+        self.file_to_pixels = FileToPixels.from_settings(self.processor.image_processor, settings)
+        self.pixel_maker = self.file_to_pixels.maker
         self._pin = self.loaded.device.type == "cuda"
         self._max_batch = engine.max_batch or default_max_batch(self.loaded.device)
         self._groups = self.prompt_groups()  # the settings are fixed for this captioner: tokenize once
@@ -166,20 +166,15 @@ class Captioner:
 
     def prepare(self, image: Image.Image) -> torch.Tensor:
         """One upright RGB picture -> its normalised (3, H, W) input; thread-safe, for decode pools."""
-        if self.settings.engine.fast_decode:
-            return self.pixel_maker(image)
-        return self.processor.image_processor(images=[image], return_tensors="pt").pixel_values[0]
+        return self.file_to_pixels.picture(image)
 
     def load_pixels(self, path: str | Path) -> torch.Tensor:
         """An image file -> its normalised input, through the safe intake; raises `ImageRejected`.
 
-        With `fast_decode`, JPEGs are decoded in draft mode at a reduced scale; without it,
-        at full size, and resized by `BlipImageProcessor`.
+        The same `FileToPixels` that training and evaluation use, so the gate measures what
+        reviewers see.
         """
-        limits = {"max_pixels": self.settings.max_pixels, "max_bytes": int(self.settings.max_file_mb * 2**20)}
-        if self.settings.engine.fast_decode:
-            return self.pixel_maker.load(path, **limits)
-        return self.prepare(images.load(Path(path), **limits))
+        return self.file_to_pixels(path)
 
     def preprocess(self, pictures: Sequence[Image.Image]) -> torch.Tensor:
         """PIL images (RGB, upright) -> the model's normalised pixel batch."""
@@ -242,11 +237,20 @@ class Captioner:
         with torch.inference_mode():
             pixel_values = pixel_values.to(device, dtype=dtype, non_blocking=True)
             image_embeds = self.model.vision_model(pixel_values=pixel_values)[0]
-            raw: dict[str, list[str]] = {}
-            for group in self.prompt_groups(full_length=True) if full_length else self._groups:
-                texts = self._generate(group, image_embeds)
-                raw.update(dict.fromkeys(group.kinds, texts))
+            return self._generate_kinds(image_embeds, full_length=full_length)
+
+    def _generate_kinds(self, image_embeds: torch.Tensor, *, full_length: bool = False) -> dict[str, list[str]]:
+        raw: dict[str, list[str]] = {}
+        for group in self.prompt_groups(full_length=True) if full_length else self._groups:
+            texts = self._generate(group, image_embeds)
+            raw.update(dict.fromkeys(group.kinds, texts))
         return raw
+
+    def caption_embeddings(self, image_embeds: torch.Tensor) -> list[CaptionSet]:
+        """Caption a batch from vision-encoder outputs already computed (training scores its dev split this way)."""
+        with torch.inference_mode():
+            embeds = image_embeds.to(self.loaded.device, dtype=self.loaded.dtype)
+            return self._caption_sets(self._generate_kinds(embeds))
 
     def _caption_sets(self, raw: dict[str, list[str]]) -> list[CaptionSet]:
         limit = self.settings.alt_text_limit

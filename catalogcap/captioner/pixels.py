@@ -104,6 +104,39 @@ class PixelMaker:
         return self(picture)
 
 
+class FileToPixels:
+    """The one way a file becomes model input, used by serving, training and evaluation alike.
+
+    With `engine.fast_decode`, `PixelMaker.load` (JPEG draft decode and reduction down to
+    `reducing_gap` times the model size, bicubic resize, lookup-table normalisation); without
+    it, a full decode through the intake and `BlipImageProcessor`. Thread-safe. Raises
+    `images.ImageRejected` for a file the intake refuses.
+    """
+
+    def __init__(self, image_processor: Any, engine: Any, *, max_pixels: int = images.DEFAULT_MAX_PIXELS,
+                 max_bytes: int = images.DEFAULT_MAX_BYTES) -> None:
+        self.image_processor = image_processor
+        self.fast = bool(engine.fast_decode)
+        self.maker = PixelMaker(PixelSpec.from_processor(image_processor), reducing_gap=engine.reducing_gap)
+        self.limits = {"max_pixels": max_pixels, "max_bytes": max_bytes}
+
+    @classmethod
+    def from_settings(cls, image_processor: Any, settings: Any) -> FileToPixels:
+        return cls(image_processor, settings.engine, max_pixels=settings.max_pixels,
+                   max_bytes=int(settings.max_file_mb * 2**20))
+
+    def picture(self, image: Image.Image) -> torch.Tensor:
+        """An upright RGB picture -> its normalised (3, H, W) input."""
+        if self.fast:
+            return self.maker(image)
+        return self.image_processor(images=[image], return_tensors="pt").pixel_values[0]
+
+    def __call__(self, path: str | os.PathLike[str]) -> torch.Tensor:
+        if self.fast:
+            return self.maker.load(path, **self.limits)
+        return self.picture(images.load(Path(path), **self.limits))
+
+
 def stack(tensors: list[torch.Tensor], *, pin: bool = False) -> torch.Tensor:
     """One (N, 3, H, W) batch; in page-locked memory when `pin`, for a non-blocking copy to a GPU."""
     batch = torch.stack(tensors)
