@@ -50,7 +50,11 @@ class GenerationSettings(Section):
 class DescriptionSettings(GenerationSettings):
     prompt: str = Field("a product photo of", description="Text the description continues from; stripped.")
     max_new_tokens: int = Field(60, ge=1, le=512, description="Most tokens generated after the prompt.")
-    min_new_tokens: int = Field(8, ge=0, le=256, description="Fewest tokens generated after the prompt.")
+    min_new_tokens: int = Field(
+        0, ge=0, le=256,
+        description="Fewest tokens generated after the prompt; forcing length makes a model that learnt a short"
+        " house style run on past its end and name wrong facts.",
+    )
     num_beams: int = Field(4, ge=1, le=16, description="Beam width; 1 is greedy decoding.")
     repetition_penalty: float = Field(1.3, ge=1.0, le=3.0, description="Penalty on tokens already generated.")
 
@@ -157,23 +161,88 @@ class TrainingSettings(Section):
         20.0, gt=0, lt=100, description="Share of images held out for evaluation (chosen stably by fingerprint)."
     )
     target_modules: list[str] = Field(
-        default_factory=lambda: ["query", "value"],
-        description="LoRA targets: text decoder self- and cross-attention; add \"qkv\" for the vision encoder.",
+        default_factory=lambda: ["attention.self.query", "attention.self.value"],
+        description="LoRA targets (module-name suffixes): the text decoder's self-attention, which carries the"
+        " house style while cross-attention keeps the pretrained grounding; \"query\", \"value\" adds"
+        " cross-attention, \"qkv\" the vision encoder.",
     )
     rank: int = Field(16, ge=1, le=256, description="LoRA rank.")
     alpha: float = Field(32.0, gt=0, description="LoRA alpha (scale = alpha / rank).")
     dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
-    lr: float = Field(1e-3, gt=0, le=1, description="Peak learning rate (AdamW, linear warm-up and decay).")
-    epochs: int = Field(3, ge=1, le=1000, description="Passes over the training set.")
+    lr: float | None = Field(
+        None, gt=0, le=1,
+        description="Peak learning rate (AdamW, linear warm-up and decay); unset: each of lr_candidates is"
+        " tried and the one whose best checkpoint scores highest on the dev split wins.",
+    )
+    lr_candidates: list[float] = Field(
+        default_factory=lambda: [3e-4, 1e-3, 3e-3], min_length=1, max_length=8,
+        description="Learning rates searched when training.lr is unset.",
+    )
+    epochs: int | None = Field(
+        None, ge=1, le=1000,
+        description="Passes over the training set; unset: the step budget decides (see min_steps, max_steps).",
+    )
+    min_steps: int = Field(
+        400, ge=1, description="Fewest optimizer steps of a round when epochs and max_steps are unset."
+    )
+    epochs_budget: float = Field(
+        20.0, gt=0, le=1000,
+        description="Passes over the data a round aims for when epochs is unset (small sets: min_steps wins).",
+    )
+    max_auto_steps: int = Field(
+        4000, ge=1, description="Most optimizer steps of a round when epochs and max_steps are unset."
+    )
+    max_steps: int = Field(0, ge=0, description="Exactly this many optimizer steps (0: the budget decides).")
+    evals_per_run: int = Field(
+        8, ge=1, le=200,
+        description="Checkpoints scored on the dev split per learning rate; the best one is kept.",
+    )
+    patience: int = Field(
+        3, ge=1, le=100, description="Stop a learning rate after this many dev scores without improvement."
+    )
+    dev_percent: float = Field(
+        15.0, gt=0, lt=100,
+        description="Share of training images held back to choose the learning rate and checkpoint"
+        " (never the gate's held-out set, so the gate stays unbiased).",
+    )
+    max_dev_images: int = Field(96, ge=4, description="Most dev images (scoring them costs generation time).")
+    max_minutes: float = Field(
+        120.0, gt=0, le=10080,
+        description="Time budget of a whole round; the search stops early to leave time for the gate.",
+    )
     batch_size: int = Field(16, ge=1, le=4096, description="Examples per optimizer micro-batch.")
     grad_accum: int = Field(1, ge=1, le=1024, description="Micro-batches per optimizer step.")
-    max_steps: int = Field(0, ge=0, description="Stop after this many optimizer steps (0: no limit).")
+    embed_cache_gb: float = Field(
+        20.0, ge=0,
+        description="Disk (GiB, under the run folder) for caching the frozen vision encoder's outputs;"
+        " a larger training set is encoded again at every step instead. Memory stays one batch either way.",
+    )
     seed: int = Field(42, description="Seed for shuffling, dropout and init: same data + seed, same adapter.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory on CUDA.")
     gate_metric: Literal["CIDEr", "BLEU-4", "METEOR", "ROUGE-L"] = Field(
         "CIDEr", description="Metric a candidate must improve to be promoted."
     )
-    gate_margin: float = Field(0.01, ge=0, description="Least improvement (absolute) of the gate metric.")
+    gate_margin: float = Field(
+        0.01, ge=0,
+        description="Least improvement (absolute) of the gate metric; the lower end of gate_interval must clear it.",
+    )
+    gate_confidence: float = Field(
+        0.9, gt=0.5, lt=1.0,
+        description="Coverage of the bootstrap interval of the gate difference (over held-out images).",
+    )
+    min_val_images: int = Field(
+        20, ge=1,
+        description="Fewest held-out images a round needs to decide anything; below it nothing is trained"
+        " (--force does not lower it).",
+    )
+    fact_error_tolerance: float = Field(
+        0.03, ge=0, le=1,
+        description="How much larger the candidate's share of wrong facts (of those it states) may be than the"
+        " active's.",
+    )
+    fact_recall_tolerance: float = Field(
+        0.03, ge=0, le=1, description="How much lower the candidate's fact recall may be than the active's."
+    )
     eval_kinds: list[Literal["alt_text", "description"]] = Field(
         default_factory=lambda: ["alt_text", "description"], description="Caption kinds trained and evaluated."
     )

@@ -44,8 +44,14 @@ class Dataset:
     new_corrections: int = 0
     fingerprint: str = ""
 
+    @property
+    def val_images(self) -> int:
+        """Distinct held-out images: the evidence a round decides on."""
+        return len({e.fingerprint for e in self.val})
+
     def summary(self) -> dict[str, Any]:
-        return {"train_size": len(self.train), "val_size": len(self.val), "missing": self.missing,
+        return {"train_size": len(self.train), "val_size": len(self.val), "val_images": self.val_images,
+                "missing": self.missing,
                 "new_corrections": self.new_corrections, "dataset": self.fingerprint}
 
     def to_json(self) -> dict[str, Any]:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,6 +31,7 @@ from catalogcap.store.models import TrainingRun, utcnow
 from catalogcap.store.queue import pid_alive
 from catalogcap.training import registry
 from catalogcap.training.dataset import Dataset, collect
+from catalogcap.training.policy import Budget
 
 log = logging.getLogger("catalogcap.training")
 
@@ -51,7 +54,7 @@ class RoundResult:
         return {"promoted": self.promoted, "adapter": self.adapter, "candidate": self.candidate,
                 "active": self.active, "train_size": self.train_size, "val_size": self.val_size,
                 "reason": self.reason, "run_id": self.run_id, "active_adapter": self.active_adapter,
-                **self.extra}
+                "trained": self.trained, **self.extra}
 
 
 def last_run(engine: Engine) -> TrainingRun | None:
@@ -102,18 +105,18 @@ def run_round(engine: Engine, settings: Settings, *, force: bool = False, resume
         data = plan(engine, settings)
     result = RoundResult(False, None, train_size=len(data.train), val_size=len(data.val),
                          active_adapter=current.id if current else None, extra={"missing": data.missing,
-                         "new_corrections": data.new_corrections})
+                         "new_corrections": data.new_corrections, "val_images": data.val_images})
     if run is None:
-        if not force and data.new_corrections < cfg.min_new_corrections:
-            result.reason = (f"only {data.new_corrections} new reviewed caption(s) since the last round; "
-                             f"training.min_new_corrections is {cfg.min_new_corrections} (use --force)")
-            return result
-        if not data.train or not data.val:
-            result.reason = (f"need reviewed captions in both splits; have {len(data.train)} to train on and "
-                             f"{len(data.val)} held out")
+        refusal = _refusal(data, cfg, force=force)
+        if refusal:
+            result.reason = f"would refuse: {refusal}" if dry_run else refusal
             return result
         if dry_run:
-            result.reason = "dry run: nothing trained"
+            budget = Budget.plan(len(data.train), cfg)
+            result.reason = (f"would train: {len(data.train)} reviewed captions, held out {data.val_images} images; "
+                             f"{budget.steps} steps per learning rate ({budget.rule}), learning rates "
+                             f"{', '.join(f'{lr:g}' for lr in budget.lrs)}, within {cfg.max_minutes:g} minutes")
+            result.extra["policy"] = {"steps": budget.steps, "lrs": budget.lrs, "rule": budget.rule}
             return result
         run_id = datetime.now(timezone.utc).strftime("run-%Y%m%d-%H%M%S-") + secrets.token_hex(2)
         run_dir = settings.home / "runs" / run_id
@@ -126,7 +129,7 @@ def run_round(engine: Engine, settings: Settings, *, force: bool = False, resume
         with write_session(engine) as session:
             session.add(run)
     elif dry_run:
-        result.reason = f"dry run: would resume {run.id}"
+        result.reason = f"would resume {run.id}"
         return result
     else:
         with write_session(engine) as session:
@@ -148,6 +151,21 @@ def run_round(engine: Engine, settings: Settings, *, force: bool = False, resume
     return result
 
 
+def _refusal(data: Dataset, cfg: TrainingSettings, *, force: bool) -> str:
+    """Why a round must not run on `data`, or "" when it may."""
+    if not force and data.new_corrections < cfg.min_new_corrections:
+        return (f"only {data.new_corrections} new reviewed caption(s) since the last round; "
+                f"training.min_new_corrections is {cfg.min_new_corrections} (use --force)")
+    if data.val_images < cfg.min_val_images:
+        short = cfg.min_val_images - data.val_images
+        return (f"too little evidence: the held-out set has {data.val_images} image(s) and training.min_val_images "
+                f"is {cfg.min_val_images}; review about {math.ceil(short * 100 / cfg.val_percent)} more images "
+                f"(training.val_percent = {cfg.val_percent:g}) — nothing was trained")
+    if not data.train:
+        return f"no reviewed captions to train on ({data.val_images} held-out images, none in training)"
+    return ""
+
+
 def _settings_of(run: TrainingRun, settings: Settings) -> Settings:
     """`settings` with the training settings and base model `run` was started with."""
     saved = {key: value for key, value in (run.config or {}).items() if key in TrainingSettings.model_fields}
@@ -163,45 +181,135 @@ def _settings_of(run: TrainingRun, settings: Settings) -> Settings:
 def _train_and_gate(engine, settings, run, run_dir, data, current, result, *, resume, on_step) -> None:
     from catalogcap.captioner.generate import Captioner
     from catalogcap.captioner.model import load_model
-    from catalogcap.training.evaluate import evaluate
+    from catalogcap.training.evaluate import evaluate, paired_interval
+    from catalogcap.training.facts import FactVocabulary
     from catalogcap.training.trainer import train
 
-    # fp32 master weights everywhere; on CUDA the trainer autocasts to bf16
-    base = load_model(settings.model, revision=settings.model_revision, device=settings.device, dtype="float32")
-    trained = train(base.model, base.processor, data.train, settings, run_dir, resume=resume,
-                    prompts=_prompts(settings), on_step=on_step)
+    cfg = settings.training
+    started = time.monotonic()
+    # a quarter of the time budget is kept for evaluating candidate and active on the held-out set
+    deadline = started + cfg.max_minutes * 60 * 0.75
+
+    bases = _Bases(settings)
+    trained = train(bases, bases.processor, data.train, settings, run_dir, resume=resume,
+                    prompts=_prompts(settings), deadline=deadline, on_step=on_step)
+    del bases
     result.trained = True
+    vocabulary = FactVocabulary.learn(e.text for e in [*data.train, *data.val])
     adapter_id = registry.new_adapter_id()
     candidate_model = load_model(settings.model, revision=settings.model_revision, device=settings.device,
                                  dtype=settings.dtype, adapter_dir=trained.adapter_dir, adapter_id=adapter_id)
-    result.candidate = evaluate(Captioner(candidate_model, settings), data.val, settings)
+    candidate = evaluate(Captioner(candidate_model, settings), data.val, settings, vocabulary=vocabulary)
     del candidate_model
+    usable = current if current is not None and current.base_model == settings.model else None
     active_model = load_model(settings.model, revision=settings.model_revision, device=settings.device,
-                              dtype=settings.dtype, adapter_dir=Path(current.path) if current else None,
-                              adapter_id=current.id if current else None)
-    result.active = evaluate(Captioner(active_model, settings), data.val, settings)
-    metric, margin = settings.training.gate_metric, settings.training.gate_margin
-    new, old = result.candidate[metric], result.active[metric]
+                              dtype=settings.dtype, adapter_dir=Path(usable.path) if usable else None,
+                              adapter_id=usable.id if usable else None)
+    active = evaluate(Captioner(active_model, settings), data.val, settings, vocabulary=vocabulary)
+    del active_model
+    result.candidate, result.active = candidate.summary, active.summary
+    metric, margin = cfg.gate_metric, cfg.gate_margin
+    low, high = paired_interval(candidate, active, metric, confidence=cfg.gate_confidence, seed=cfg.seed)
+    against = usable.id if usable else "the base model"
+    verdict = gate(candidate.summary, active.summary, (low, high), cfg, against=against)
+    result.reason = verdict.reason
+    policy = {"lr": trained.lr, "steps": trained.steps, "budget": trained.budget, "search": trained.search,
+              "dev_images": trained.dev_images, "embed_cache": trained.embed_cache, "dev_before": trained.dev_before,
+              "samples_per_second": round(trained.samples_per_second, 1),
+              "seconds": round(time.monotonic() - started, 1)}
+    result.extra.update(gate_interval=[low, high], gate=metric, margin=margin, checks=verdict.checks,
+                        policy=policy, fact_kinds=vocabulary.to_json())
     metrics = {"candidate": result.candidate, "active": result.active, "gate": metric, "margin": margin,
-               "train": {"steps": trained.steps, "final_loss": trained.final_loss,
-                         "samples_per_second": trained.samples_per_second, "skipped": trained.skipped}}
+               "gate_interval": [low, high], "checks": verdict.checks, "fact_vocabulary": vocabulary.to_json(),
+               "train": {"steps": trained.steps, "final_loss": trained.final_loss, "lr": trained.lr,
+                         "samples_per_second": trained.samples_per_second, "skipped": trained.skipped},
+               "policy": policy}
     registry.register_candidate(engine, settings.home, trained.adapter_dir, adapter_id=adapter_id,
                                 base_model=settings.model, parent_id=current.id if current else None,
                                 metrics=metrics, config=run.config)
     result.adapter = adapter_id
-    against = current.id if current else "the base model"
-    if new >= old + margin:
-        result.reason = f"{metric} {new:.4f} beats {against} ({old:.4f}) by at least {margin}"
+    if verdict.promote:
         registry.promote(engine, adapter_id, reason=result.reason)
         result.promoted = True
     else:
-        result.reason = f"{metric} {new:.4f} does not beat {against} ({old:.4f}) by {margin}; not promoted"
         registry.reject(engine, adapter_id, result.reason)
     with write_session(engine) as session:
         row = session.get(TrainingRun, run.id)
         row.state, row.finished_at, row.adapter_id = "finished", utcnow(), adapter_id
         row.promoted, row.reason, row.metrics = result.promoted, result.reason, metrics
         session.add(row)
-    shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
+    for leftover in ("checkpoint", "embeds", "search"):
+        shutil.rmtree(run_dir / leftover, ignore_errors=True)
     log.info("training round %s: %s", run.id, result.reason)
 
+
+class _Bases:
+    """Fresh base models for the trainer (one per learning rate tried); the first is loaded up front."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        loaded = self._load()
+        self.processor = loaded.processor
+        self._first: Any = loaded.model
+
+    def _load(self) -> Any:
+        from catalogcap.captioner.model import load_model
+
+        s = self.settings
+        # fp32 master weights everywhere; on CUDA the trainer autocasts to bf16
+        loaded = load_model(s.model, revision=s.model_revision, device=s.device, dtype="float32")
+        if s.engine.sdpa:
+            from catalogcap.captioner.fast import enable_sdpa
+
+            enable_sdpa(loaded.model)
+        return loaded
+
+    def __call__(self) -> Any:
+        if self._first is not None:
+            model, self._first = self._first, None
+            return model
+        return self._load().model
+
+
+@dataclass
+class Verdict:
+    promote: bool
+    reason: str
+    checks: dict[str, Any]
+
+
+def gate(candidate: dict[str, Any], active: dict[str, Any], interval: tuple[float, float], cfg: TrainingSettings,
+         *, against: str) -> Verdict:
+    """Promote only if the gate metric beats the active by the margin, surely (the lower end of the
+    bootstrap interval clears it), and no more product facts are wrong or missing than before."""
+    metric, margin = cfg.gate_metric, cfg.gate_margin
+    new, old = candidate[metric], active[metric]
+    low = interval[0]
+    checks: dict[str, Any] = {
+        "metric": new - old >= margin and low >= margin,
+        "fact_errors": (candidate.get("fact_error_rate") is None or active.get("fact_error_rate") is None
+                        or candidate["fact_error_rate"] <= active["fact_error_rate"] + cfg.fact_error_tolerance),
+        "fact_recall": (candidate.get("fact_recall") is None or active.get("fact_recall") is None
+                        or candidate["fact_recall"] >= active["fact_recall"] - cfg.fact_recall_tolerance),
+    }
+    if not checks["metric"]:
+        why = (f"{metric} {new:.4f} does not beat {against} ({old:.4f}) by {margin}" if new - old < margin else
+               f"{metric} {new:.4f} beats {against} ({old:.4f}) but not surely: the lower end of the "
+               f"{cfg.gate_confidence:.0%} interval of the difference is {low:.4f}, under the margin {margin}")
+    elif not checks["fact_errors"]:
+        why = (f"more product facts wrong: {candidate['fact_error_rate']:.1%} of the facts it states contradict "
+               f"the reviewers vs {active['fact_error_rate']:.1%} for {against} "
+               f"(tolerance {cfg.fact_error_tolerance:.0%})")
+    elif not checks["fact_recall"]:
+        why = (f"fewer product facts named: fact recall {candidate['fact_recall']:.3f} vs "
+               f"{active['fact_recall']:.3f} for {against} (tolerance {cfg.fact_recall_tolerance})")
+    else:
+        return Verdict(True, f"{metric} {new:.4f} beats {against} ({old:.4f}) by at least {margin} "
+                       f"(interval {low:.3f}..{interval[1]:.3f}); facts wrong {_pct(candidate.get('fact_error_rate'))} "
+                       f"vs {_pct(active.get('fact_error_rate'))}, recall {_pct(candidate.get('fact_recall'))} vs "
+                       f"{_pct(active.get('fact_recall'))}", checks)
+    return Verdict(False, f"{why}; not promoted", checks)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"

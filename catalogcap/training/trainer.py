@@ -1,61 +1,61 @@
-"""LoRA training of BLIP on reviewed captions, with per-epoch checkpoints and resume.
+"""LoRA training of BLIP on reviewed captions: a round that sets its own budget.
 
-With the default targets (text decoder `query`/`value`) the vision encoder is frozen, so
-each image's embeddings are computed once and reused every epoch: on a CPU this is most
-of the cost of a step. With `qkv` (vision) targeted, pixels go through the encoder each
-step. Checkpoints are safetensors (adapter weights and the optimizer state, flattened)
-plus a JSON state file: nothing is ever unpickled.
+Nobody tunes a nightly job, so the defaults must learn on 200 reviews and on 200,000:
+- **Steps, not epochs.** A round runs `epochs_budget` passes over the data, but never fewer
+  than `min_steps` optimizer steps (small sets need many passes to move a model) nor more
+  than `max_auto_steps` (large sets learn enough in part of a pass).
+- **A small learning-rate search.** Each of `lr_candidates` trains from the same start.
+- **The best checkpoint, chosen on a dev split.** `dev_percent` of the *training* images
+  (never the gate's held-out set, so the gate's verdict stays unbiased) is captioned
+  `evals_per_run` times per learning rate; the best-scoring checkpoint (CIDEr) among those
+  whose product facts are no worse than the untrained model's (the gate's own tolerances) is
+  kept, and a learning rate stops after `patience` scores without improvement. The winner is
+  the learning rate whose best checkpoint scores highest.
+- **A time budget** (`max_minutes`): each learning rate gets its share of what is left.
+Explicit `lr`, `epochs` or `max_steps` override the search and the budget.
+
+Checkpoints (safetensors for weights, optimizer and RNG state; JSON for the rest; nothing
+is ever unpickled) are written at every dev score, so `catalogcap train --resume` continues
+a killed round where it was. Same data and seed give the same adapter.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import random
+import shutil
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from catalogcap import images
+from catalogcap.captioner.pixels import FileToPixels
 from catalogcap.settings import Settings, TrainingSettings
 from catalogcap.training.batches import encode_targets, text_loss
 from catalogcap.training.dataset import Example
+from catalogcap.training.evaluate import quick_cider
+from catalogcap.training.imagecache import EmbeddingCache, ImageSource, cache_bytes
+from catalogcap.training.policy import Budget, split_dev
 
 
 @dataclass
 class TrainResult:
     adapter_dir: Path
     steps: int
-    epochs: int
+    epochs: float
     final_loss: float
     samples_per_second: float
     skipped: int
-
-
-def load_pixels(examples: list[Example], processor: Any, settings: Settings) -> tuple[list[Example], torch.Tensor, int]:
-    """Read each example's image through the intake rules; unreadable ones are skipped and counted."""
-    size = int(processor.image_processor.size["height"])
-    kept, pictures, skipped, cache = [], [], 0, {}
-    for example in examples:
-        if example.fingerprint not in cache:
-            try:
-                cache[example.fingerprint] = images.load(Path(example.path), max_pixels=settings.max_pixels,
-                                                         max_bytes=int(settings.max_file_mb * 2**20), target_size=size)
-            except images.ImageRejected:
-                cache[example.fingerprint] = None
-        if cache[example.fingerprint] is None:
-            skipped += 1
-            continue
-        kept.append(example)
-        pictures.append(cache[example.fingerprint])
-    if not pictures:
-        return kept, torch.empty(0), skipped
-    return kept, processor.image_processor(images=pictures, return_tensors="pt").pixel_values, skipped
+    lr: float = 0.0
+    search: list[dict[str, Any]] = field(default_factory=list)
+    budget: dict[str, Any] = field(default_factory=dict)
+    dev_images: int = 0
+    embed_cache: bool = False
+    dev_before: dict[str, Any] | None = None
 
 
 def lora_model(model: Any, cfg: TrainingSettings) -> Any:
@@ -67,6 +67,9 @@ def lora_model(model: Any, cfg: TrainingSettings) -> Any:
         # peft reads transformers' deprecated `is_gradient_checkpointing` alias: noise, not ours to fix
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         return get_peft_model(model, config)
+
+
+# ---------------------------------------------------------------------------- checkpoints
 
 
 def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -92,32 +95,43 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], scalars: dict[str, An
     return {"state": state, "param_groups": scalars["param_groups"]}
 
 
-def save_checkpoint(run_dir: Path, model: Any, optimizer: torch.optim.Optimizer, info: dict[str, Any]) -> None:
-    """Write the checkpoint under a temporary name, then rename: a kill never leaves half of one."""
-    from safetensors.torch import save_file
+def _lora_state(model: Any) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
 
-    tmp = run_dir / "checkpoint.tmp"
-    final = run_dir / "checkpoint"
-    if tmp.exists():
-        import shutil
+    return {k: v.detach().cpu().clone().contiguous() for k, v in get_peft_model_state_dict(model).items()}
 
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tensors, scalars = _flatten_optimizer(optimizer)
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    (tmp / "trainer_state.json").write_text(json.dumps({**info, "optimizer": scalars}), encoding="utf-8")
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Swap `tmp` in for `final`: a kill leaves the old or the new one, never half of one."""
     if final.exists():
-        old = run_dir / "checkpoint.old"
+        old = final.with_name(final.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
         tmp.rename(final)
-        import shutil
-
         shutil.rmtree(old)
     else:
         tmp.rename(final)
 
 
-def load_checkpoint(run_dir: Path, model: Any, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+def save_checkpoint(run_dir: Path, model: Any, optimizer: torch.optim.Optimizer, best: dict[str, torch.Tensor] | None,
+                    info: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    tmp = run_dir / "checkpoint.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(_lora_state(model), str(tmp / "adapter.safetensors"))
+    if best is not None:
+        save_file(best, str(tmp / "best.safetensors"))
+    tensors, scalars = _flatten_optimizer(optimizer)
+    tensors["rng.torch"] = torch.get_rng_state()
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    (tmp / "trainer_state.json").write_text(json.dumps({**info, "optimizer": scalars}), encoding="utf-8")
+    _replace_dir(tmp, run_dir / "checkpoint")
+
+
+def load_checkpoint(run_dir: Path, candidate: int, model: Any, optimizer: torch.optim.Optimizer
+                    ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -125,86 +139,262 @@ def load_checkpoint(run_dir: Path, model: Any, optimizer: torch.optim.Optimizer)
     if not (final / "trainer_state.json").is_file():
         return None
     info = json.loads((final / "trainer_state.json").read_text(encoding="utf-8"))
-    set_peft_model_state_dict(model, load_file(str(final / "adapter_model.safetensors")))
-    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(final / "optimizer.safetensors")),
-                                                   info.pop("optimizer")))
-    return info
+    if info.get("candidate") != candidate:
+        return None
+    set_peft_model_state_dict(model, load_file(str(final / "adapter.safetensors")))
+    tensors = load_file(str(final / "optimizer.safetensors"))
+    torch.set_rng_state(tensors.pop("rng.torch"))
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, info.pop("optimizer")))
+    best = load_file(str(final / "best.safetensors")) if (final / "best.safetensors").is_file() else None
+    return info, best
 
 
-def train(
-    base: Any, processor: Any, examples: list[Example], settings: Settings, run_dir: Path, *,
-    resume: bool = False, prompts: dict[str, str], on_step: Callable[[int, int, float], None] | None = None,
-) -> TrainResult:
-    """Train a LoRA adapter on `examples`; writes run_dir/adapter (safetensors) and returns it."""
-    cfg = settings.training
-    device = next(base.parameters()).device
-    torch.manual_seed(cfg.seed)
-    kept, pixels, skipped = load_pixels(examples, processor, settings)
-    if not kept:
-        raise ValueError("no readable training images")
-    text_cfg = base.config.text_config
-    vision_trainable = any(t in ("qkv", "projection") for t in cfg.target_modules)
-    embeds = None
-    if not vision_trainable:
-        with torch.no_grad():
-            chunks = [base.vision_model(pixel_values=pixels[i : i + 64].to(device))[0]
-                      for i in range(0, len(kept), 64)]
-        embeds = torch.cat(chunks)
-    model = lora_model(base, cfg)
-    if cfg.gradient_checkpointing and device.type == "cuda":
-        model.gradient_checkpointing_enable()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    per_epoch = math.ceil(len(kept) / cfg.batch_size / cfg.grad_accum)
-    total = per_epoch * cfg.epochs if not cfg.max_steps else min(cfg.max_steps, per_epoch * cfg.epochs)
-    warmup = max(1, total // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(total - warmup, 1))))
-    start_epoch, step = 0, 0
-    if resume:
-        info = load_checkpoint(run_dir, model, optimizer)
-        if info is not None:
-            start_epoch, step = info["epoch"], info["step"]
-            for _ in range(step):
+# ---------------------------------------------------------------------------- the round's training
+
+
+class _Trainer:
+    """One round's training: shared data and image source, one run per learning rate."""
+
+    def __init__(self, make_base: Callable[[], Any], processor: Any, examples: list[Example], settings: Settings,
+                 run_dir: Path, *, prompts: dict[str, str], deadline: float | None,
+                 on_step: Callable[[int, int, float], None] | None) -> None:
+        self.make_base, self.processor, self.settings, self.cfg = make_base, processor, settings, settings.training
+        self.run_dir, self.prompts, self.on_step = run_dir, prompts, on_step
+        self.deadline = deadline
+        self.load = FileToPixels.from_settings(processor.image_processor, settings)
+        self.paths = {e.fingerprint: e.path for e in examples if e.path}
+        dev = split_dev([e.fingerprint for e in examples], self.cfg)
+        self.dev = [e for e in examples if e.fingerprint in dev]
+        self.train = [e for e in examples if e.fingerprint not in dev]
+        self.budget = Budget.plan(len(self.train), self.cfg)
+        if not self.dev:
+            self.budget.lrs = self.budget.lrs[len(self.budget.lrs) // 2:][:1]  # nothing to choose with
+        from catalogcap.training.facts import FactVocabulary
+
+        self.vocabulary = FactVocabulary.learn(e.text for e in examples)
+        self.last_facts: dict[str, Any] = {}
+        self.base_facts: dict[str, Any] | None = None  # the untrained model's facts on the dev split
+        self.vision_trainable = any(t in ("qkv", "projection") for t in self.cfg.target_modules)
+        self.samples = 0
+        self.loss = float("nan")
+
+    def source(self, base: Any) -> ImageSource:
+        device = next(base.parameters()).device
+        cache = None
+        dtype = next(base.vision_model.parameters()).dtype
+        if not self.vision_trainable and cache_bytes(len(self.paths), base, dtype) <= self.cfg.embed_cache_gb * 2**30:
+            cache = EmbeddingCache(self.run_dir / "embeds")
+            if cache.complete:
+                cache.open()
+            else:
+                def encode(pixels: torch.Tensor) -> torch.Tensor:
+                    with torch.no_grad():
+                        return base.vision_model(pixel_values=pixels.to(device))[0].cpu()
+
+                cache.build(encode, self.paths, self.load, threads=self.settings.engine.decode_threads)
+        return ImageSource(self.load, self.paths, cache, base.vision_model, device,
+                           threads=self.settings.engine.decode_threads)
+
+    def dev_score(self, model: Any, source: ImageSource) -> float:
+        """CIDEr of the model's captions of the dev images, made as the captioner makes them."""
+        from catalogcap.captioner.generate import Captioner
+        from catalogcap.captioner.model import LoadedModel
+
+        blip = model.base_model.model
+        device = next(blip.parameters()).device
+        dev_settings = self.settings.model_copy(update={"engine": self.settings.engine.model_copy(
+            update={"int8": False, "compile": False})})
+        captioner = Captioner(LoadedModel(blip, self.processor, self.settings.model, None, device, torch.float32),
+                              dev_settings)
+        by_image: dict[str, list[Example]] = {}
+        for example in self.dev:
+            by_image.setdefault(example.fingerprint, []).append(example)
+        refs: dict[str, list[str]] = {}
+        hyps: dict[str, str] = {}
+        model.eval()
+        try:
+            for fps, embeds in source.batches(sorted(by_image), 32, lambda fp: fp, grad=False):
+                for fp, captions in zip(fps, captioner.caption_embeddings(embeds.detach())):
+                    for example in by_image[fp]:
+                        key = f"{fp}:{example.kind}"
+                        refs.setdefault(key, []).append(example.text)
+                        hyps[key] = captions.texts[example.kind]
+        finally:
+            model.train()
+        facts = self.vocabulary.compare([(hyps[k], refs[k][0]) for k in refs])
+        self.last_facts = {k: facts[k] for k in ("fact_recall", "fact_error_rate")}
+        return quick_cider(refs, hyps)
+
+    def run(self, index: int, lr: float, base: Any, source: ImageSource, *, resume: bool) -> dict[str, Any]:
+        from peft import set_peft_model_state_dict
+        from transformers import get_linear_schedule_with_warmup
+
+        cfg, budget = self.cfg, self.budget
+        torch.manual_seed(cfg.seed)
+        model = lora_model(base, cfg)
+        device = next(model.parameters()).device
+        if cfg.gradient_checkpointing and device.type == "cuda":
+            model.gradient_checkpointing_enable()
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+        schedule = get_linear_schedule_with_warmup(optimizer, max(1, budget.steps // 10), budget.steps)
+        if self.dev and self.base_facts is None:
+            base_file = self.run_dir / "search" / "base.json"
+            if base_file.is_file():
+                self.base_facts = json.loads(base_file.read_text(encoding="utf-8"))
+            else:  # LoRA starts as the identity: this is the model before the round
+                self.base_facts = {"cider": round(self.dev_score(model, source), 4), **self.last_facts}
+                base_file.write_text(json.dumps(self.base_facts), encoding="utf-8")
+        state: dict[str, Any] = {"candidate": index, "lr": lr, "epoch": 0, "micro": 0, "step": 0,
+                                 "best_score": None, "best_ok": False, "best_step": 0, "bad": 0, "history": [],
+                                 "stopped": ""}
+        best: dict[str, torch.Tensor] | None = None
+        loaded = load_checkpoint(self.run_dir, index, model, optimizer) if resume else None
+        if loaded is not None:
+            state, best = loaded
+            for _ in range(state["step"]):
                 schedule.step()
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else torch.autocast("cpu", enabled=False))
-    loss_value, seen, t0 = float("nan"), 0, time.perf_counter()
-    model.train()
-    for epoch in range(start_epoch, cfg.epochs):
-        if step >= total:
-            break
-        torch.manual_seed(cfg.seed + epoch)
-        order = list(range(len(kept)))
-        random.Random(cfg.seed + epoch).shuffle(order)
-        micro = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-        for m, idx in enumerate(micro):
-            batch = encode_targets(processor.tokenizer, [prompts[kept[i].kind] for i in idx],
-                                   [kept[i].text for i in idx], bos_id=text_cfg.bos_token_id,
-                                   pad_id=text_cfg.pad_token_id)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with autocast:
-                if embeds is not None:
-                    image_embeds = embeds[idx]
-                else:
-                    image_embeds = model.base_model.model.vision_model(pixel_values=pixels[idx].to(device))[0]
-                loss = text_loss(model.base_model.model, image_embeds, batch) / cfg.grad_accum
-            loss.backward()
-            seen += len(idx)
-            if (m + 1) % cfg.grad_accum == 0 or m == len(micro) - 1:
+        share = None
+        if self.deadline is not None:
+            left = len(budget.lrs) - index
+            share = time.monotonic() + max(0.0, self.deadline - time.monotonic()) / left
+        text_cfg = base.config.text_config
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                    else torch.autocast("cpu", enabled=False))
+        blip = model.base_model.model
+        model.train()
+        order_of = list(range(len(self.train)))
+        while not state["stopped"]:
+            order = list(order_of)
+            random.Random(cfg.seed + state["epoch"]).shuffle(order)
+            micro_size = cfg.batch_size
+            skip = state["micro"]
+            items = order[skip * micro_size:]
+            micro, yielded = skip, False
+            for idx, embeds in source.batches(items, micro_size, lambda i: self.train[i].fingerprint,
+                                              grad=self.vision_trainable):
+                yielded = True
+                batch = encode_targets(self.processor.tokenizer, [self.prompts[self.train[i].kind] for i in idx],
+                                       [self.train[i].text for i in idx], bos_id=text_cfg.bos_token_id,
+                                       pad_id=text_cfg.pad_token_id)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                with autocast:
+                    loss = text_loss(blip, embeds, batch) / cfg.grad_accum
+                loss.backward()
+                self.samples += len(idx)
+                micro += 1
+                last = micro * micro_size >= len(order)
+                if micro % cfg.grad_accum and not last:
+                    continue
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
-                step += 1
-                loss_value = loss.item() * cfg.grad_accum
-                if on_step is not None:
-                    on_step(step, total, loss_value)
-                if step >= total:
-                    break
-        save_checkpoint(run_dir, model, optimizer, {"epoch": epoch + 1, "step": step, "loss": loss_value})
-    model.eval()
+                state["step"] += 1
+                self.loss = loss.item() * cfg.grad_accum
+                if self.on_step is not None:
+                    self.on_step(index * budget.steps + state["step"], len(budget.lrs) * budget.steps, self.loss)
+                done = state["step"] >= budget.steps
+                if state["step"] % budget.eval_every == 0 or done:
+                    state["micro"] = 0 if last else micro
+                    state["epoch"] += 1 if last else 0
+                    best = self._score(model, source, state, best, done=done, share=share)
+                    save_checkpoint(self.run_dir, model, optimizer, best, state)
+                    if state["stopped"]:
+                        break
+            else:
+                if not yielded and skip == 0:
+                    raise ValueError(f"none of the {len(self.paths)} training images could be read")
+                state["epoch"] += 1
+                state["micro"] = 0
+        if best is not None:
+            set_peft_model_state_dict(model, best)
+        return {"model": model, **{k: state[k] for k in ("lr", "best_score", "best_ok", "best_step", "step",
+                                                           "stopped", "history")}}
+
+    def facts_ok(self, facts: dict[str, Any]) -> bool:
+        """Whether dev facts are no worse than before the round, by the gate's own tolerances."""
+        base, cfg = self.base_facts, self.cfg
+        if not base:
+            return True
+        worse_errors = (facts.get("fact_error_rate") is not None and base.get("fact_error_rate") is not None
+                        and facts["fact_error_rate"] > base["fact_error_rate"] + cfg.fact_error_tolerance)
+        worse_recall = (facts.get("fact_recall") is not None and base.get("fact_recall") is not None
+                        and facts["fact_recall"] < base["fact_recall"] - cfg.fact_recall_tolerance)
+        return not (worse_errors or worse_recall)
+
+    def _score(self, model: Any, source: ImageSource, state: dict[str, Any], best: dict[str, torch.Tensor] | None,
+               *, done: bool, share: float | None) -> dict[str, torch.Tensor] | None:
+        if self.dev:
+            score = self.dev_score(model, source)
+            ok = self.facts_ok(self.last_facts)
+            state["history"].append([state["step"], round(score, 4), ok, self.last_facts])
+            # the gate refuses a model that gets more facts wrong: prefer checkpoints it would accept
+            if state["best_score"] is None or (ok, score) > (state["best_ok"], state["best_score"]):
+                state["best_score"], state["best_ok"], state["best_step"], state["bad"] = score, ok, state["step"], 0
+                best = _lora_state(model)
+            else:
+                state["bad"] += 1
+        else:
+            state["best_step"] = state["step"]
+        if done:
+            state["stopped"] = "budget"
+        elif self.dev and state["bad"] >= self.cfg.patience:
+            state["stopped"] = "no better on dev"
+        elif share is not None and time.monotonic() >= share:
+            state["stopped"] = "time"
+        return best
+
+
+def train(
+    make_base: Callable[[], Any], processor: Any, examples: list[Example], settings: Settings, run_dir: Path, *,
+    resume: bool = False, prompts: dict[str, str], deadline: float | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> TrainResult:
+    """Train a LoRA adapter on `examples` by the round's policy; writes run_dir/adapter (safetensors).
+
+    `make_base` gives a fresh base model (one per learning rate tried); `deadline` is a
+    `time.monotonic()` time the search must end by.
+    """
+    trainer = _Trainer(make_base, processor, examples, settings, run_dir, prompts=prompts, deadline=deadline,
+                       on_step=on_step)
+    if not trainer.train:
+        raise ValueError("no training examples left")
+    t0 = time.perf_counter()
+    search_dir = run_dir / "search"
+    search_dir.mkdir(exist_ok=True)
+    results: list[dict[str, Any]] = []
+    source: ImageSource | None = None
+    winner: tuple[bool, float, int] | None = None
+    for index, lr in enumerate(trainer.budget.lrs):
+        done_file = search_dir / f"lr-{index}.json"
+        if resume and done_file.is_file():
+            results.append(json.loads(done_file.read_text(encoding="utf-8")))
+        else:
+            base = make_base()
+            source = source or trainer.source(base)
+            source.vision = base.vision_model
+            run = trainer.run(index, lr, base, source, resume=resume)
+            run.pop("model").save_pretrained(search_dir / f"lr-{index}", safe_serialization=True)
+            results.append({k: v for k, v in run.items()})
+            done_file.write_text(json.dumps(results[-1]), encoding="utf-8")
+        score = results[-1]["best_score"]
+        key = (bool(results[-1].get("best_ok")), score if score is not None else float("-inf"), index)
+        if winner is None or key[:2] > winner[:2]:
+            winner = key
+        if trainer.deadline is not None and time.monotonic() >= trainer.deadline:
+            break
+    assert winner is not None
+    chosen = results[winner[2]]
     adapter_dir = run_dir / "adapter"
-    model.save_pretrained(adapter_dir, safe_serialization=True)
+    shutil.rmtree(adapter_dir, ignore_errors=True)
+    shutil.copytree(search_dir / f"lr-{winner[2]}", adapter_dir)
     elapsed = max(time.perf_counter() - t0, 1e-9)
-    return TrainResult(adapter_dir, step, cfg.epochs, loss_value, seen / elapsed, skipped)
+    failed = source.failed if source is not None else {}
+    skipped = sum(1 for e in examples if e.fingerprint in failed)
+    return TrainResult(
+        adapter_dir, chosen["best_step"], chosen["best_step"] / trainer.budget.per_epoch, trainer.loss,
+        trainer.samples / elapsed, skipped, lr=chosen["lr"], search=results,
+        budget={**asdict(trainer.budget), "lrs": trainer.budget.lrs}, dev_images=len({e.fingerprint for e in
+                                                                                      trainer.dev}),
+        embed_cache=bool(source and source.cached), dev_before=trainer.base_facts)
