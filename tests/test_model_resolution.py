@@ -50,7 +50,8 @@ def _jobs(home: Path) -> list[tuple[int, str, int, str | None]]:
 
 
 @pytest.mark.parametrize("command", [["scan", "{photos}"], ["watch", "{photos}"],
-                                     ["caption", "{photos}/red-shirt.jpg"]])
+                                     ["caption", "{photos}/red-shirt.jpg"], ["train", "--force"],
+                                     ["serve", "--port", "0"]])
 def test_hub_id_without_network_exits_1_in_seconds_with_one_line(home: Path, photos: Path, tiny_model_dir: Path,
                                                                   command: list[str]) -> None:
     queued, _ = _run(_env(home, str(tiny_model_dir)), "scan", "--no-caption", "--json", str(photos))

@@ -57,6 +57,14 @@ def serve(app: App, host: str | None, port: int | None, worker: bool | None, roo
     # bound here, before anything is printed, and handed to the server: a busy port is one
     # line and exit 1, and no other process can take the port between the check and the start
     listener = _listen(settings.api.host, settings.api.port)
+    if settings.api.worker:
+        from catalogcap.captioner.model import resolve_model
+
+        try:  # a worker without a model would only fail batch after batch: say so now, in one line
+            resolve_model(settings.model, settings.model_revision)
+        except BaseException:
+            listener.close()
+            raise
     from catalogcap.api.tokens import list_tokens
 
     if not list_tokens(app.engine, include_revoked=False):

@@ -20,13 +20,12 @@ def register(cli: click.Group) -> None:
               help="New images captioned after training.")
 @click.option("--share", type=click.FloatRange(0.1, 1.0), default=0.8, show_default=True,
               help="Share of captions the simulated reviewer decides.")
-@click.option("--epochs", type=click.IntRange(1, 200), default=12, show_default=True, help="Training epochs.")
 @click.option("--seed", type=int, default=3, show_default=True, help="Seed of the synthetic catalog.")
 @click.option("--dir", "workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Home folder for the demo (default: a new temporary folder, kept afterwards).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary at the end (progress on stderr).")
 @pass_app
-def demo(app: App, images: int, fresh: int, share: float, epochs: int, seed: int, workdir: Path | None,
+def demo(app: App, images: int, fresh: int, share: float, seed: int, workdir: Path | None,
          as_json: bool) -> None:
     """Run the whole catalogcap loop offline: watch, caption, review, train, promote.
 
@@ -36,7 +35,7 @@ def demo(app: App, images: int, fresh: int, share: float, epochs: int, seed: int
     from catalogcap.demo.run import DemoOptions, run_demo
 
     model = app.overrides.get("model")
-    result = run_demo(DemoOptions(images=images, fresh=fresh, share=share, epochs=epochs, seed=seed,
+    result = run_demo(DemoOptions(images=images, fresh=fresh, share=share, seed=seed,
                                   home=workdir, model=model), console=app.err)
     if as_json:
         app.json({"home": str(result.home), "captioned": result.captioned, "reviewed": result.reviewed,

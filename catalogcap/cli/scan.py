@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from catalogcap.cli.app import App, pass_app
 from catalogcap.errors import CatalogcapError
@@ -82,25 +81,14 @@ def scan(app: App, folders: tuple[Path, ...], as_json: bool, no_caption: bool) -
     if as_json:
         app.json(summary)
         return
-    table = Table(title="scan", show_header=False)
-    for key in ("found", "new", "changed", "unchanged", "metadata_only", "moved", "duplicates", "missing",
-                "captioned", "rejected"):
-        table.add_row(key, str(summary[key]))
-    app.console.print(table)
+    app.table(("count", "value"), [(key, str(summary[key])) for key in (
+        "found", "new", "changed", "unchanged", "metadata_only", "moved", "duplicates", "missing", "captioned",
+        "rejected")], title="scan", header=False)
     if rejections:
-        bad = Table(title="rejected files")
-        bad.add_column("path", overflow="fold")
-        bad.add_column("reason", overflow="fold")
-        for item in rejections:
-            bad.add_row(item["path"], item["reason"])
-        app.console.print(bad)
+        app.table(("path", "reason"), [(item["path"], item["reason"]) for item in rejections], title="rejected files")
     if report.unreadable_folders:
-        folders = Table(title="unreadable folders (not scanned)")
-        folders.add_column("path", overflow="fold")
-        folders.add_column("reason", overflow="fold")
-        for item in report.unreadable_folders:
-            folders.add_row(item["path"], item["reason"])
-        app.console.print(folders)
+        app.table(("path", "reason"), [(item["path"], item["reason"]) for item in report.unreadable_folders],
+                  title="unreadable folders (not scanned)")
 
 
 @click.command()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from catalogcap.cli.app import App, pass_app
 
@@ -25,19 +24,25 @@ def register(cli: click.Group) -> None:
 @click.option("--rank", type=int, help="Override training.rank.")
 @click.option("--max-steps", type=int, help="Override training.max_steps.")
 @click.option("--batch-size", "train_batch", type=int, help="Override training.batch_size.")
+@click.option("--max-minutes", type=float, help="Override training.max_minutes (the round's time budget).")
 @click.option("--trigger", type=click.Choice(["manual", "schedule"]), default="manual", hidden=True)
 @pass_app
 def train(app: App, dry_run: bool, force: bool, resume: bool, as_json: bool, epochs, lr, rank, max_steps,
-          train_batch, trigger: str) -> None:
-    """Run one training round now: train a LoRA adapter on reviewed captions, evaluate it
-    against the active one on the held-out set, and promote it only if it is better."""
+          train_batch, max_minutes, trigger: str) -> None:
+    """Run one training round now: train a LoRA adapter on reviewed captions (the round sets its
+    own step budget and learning rate unless told), evaluate it against the active one on the
+    held-out set, and promote it only if it is surely better and gets no more product facts wrong."""
     for key, value in (("epochs", epochs), ("lr", lr), ("rank", rank), ("max_steps", max_steps),
-                       ("batch_size", train_batch)):
+                       ("batch_size", train_batch), ("max_minutes", max_minutes)):
         if value is not None:
             app.overrides[f"training.{key}"] = value
     from catalogcap.training.round import run_round
 
     settings, engine = app.settings, app.engine
+    if not dry_run:
+        from catalogcap.captioner.model import resolve_model
+
+        resolve_model(settings.model, settings.model_revision)  # fail in seconds, before a run is recorded
     progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=app.err,
                         disable=as_json or not app.err.is_terminal, transient=True)
@@ -60,20 +65,30 @@ def train(app: App, dry_run: bool, force: bool, resume: bool, as_json: bool, epo
             data[side] = {k: v for k, v in data[side].items() if k != "samples"}
         app.json(data)
         return
-    app.console.print(f"train {result.train_size} / held out {result.val_size} "
-                      f"(missing images {result.extra.get('missing', 0)}, "
+    app.console.print(f"train {result.train_size} / held out {result.val_size} captions of "
+                      f"{result.extra.get('val_images', 0)} images (missing images {result.extra.get('missing', 0)}, "
                       f"new reviews {result.extra.get('new_corrections')})")
-    if result.candidate:
-        table = Table(title="held-out evaluation")
-        table.add_column("metric")
-        table.add_column(f"active ({result.active_adapter or 'base model'})", justify="right")
-        table.add_column(f"candidate ({result.adapter})", justify="right")
-        for metric in ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "alt_text_rule_pass"):
-            a, c = result.active.get(metric), result.candidate.get(metric)
-            table.add_row(metric, "-" if a is None else f"{a:.4f}", "-" if c is None else f"{c:.4f}")
-        app.console.print(table)
+    if not result.trained:
+        app.console.print(result.reason, markup=False)
+        return
+    policy = result.extra.get("policy", {})
+    app.console.print(f"learning rate {policy.get('lr'):g}, best checkpoint at step {policy.get('steps')} "
+                      f"({(policy.get('budget') or {}).get('rule', '')}); {policy.get('seconds')} s", markup=False)
+    rows = []
+    for metric in ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "fact_recall", "fact_error_rate",
+                   "alt_text_rule_pass"):
+        a, c = result.active.get(metric), result.candidate.get(metric)
+        rows.append((metric, "-" if a is None else f"{a:.4f}", "-" if c is None else f"{c:.4f}"))
+    active_label = f"active ({result.active_adapter or 'base model'})"
+    candidate_label = f"candidate ({result.adapter})"
+    app.table(("metric", active_label, candidate_label), rows, title="held-out evaluation",
+              right=(active_label, candidate_label))
+    low, high = result.extra.get("gate_interval", [0.0, 0.0])
+    app.console.print(f"{result.extra.get('gate')} difference, {app.settings.training.gate_confidence:.0%} interval: "
+                      f"{low:.4f} .. {high:.4f}", markup=False)
     colour = "green" if result.promoted else "yellow"
-    app.console.print(f"[{colour}]{'promoted' if result.promoted else 'not promoted'}[/{colour}]: {result.reason}")
+    app.console.print(f"[{colour}]{'promoted' if result.promoted else 'not promoted'}[/{colour}]: ", end="")
+    app.console.print(result.reason, markup=False)
 
 
 @click.group()
@@ -100,14 +115,12 @@ def adapters_list(app: App, as_json: bool) -> None:
     if as_json:
         app.json([_adapter_json(a) for a in rows])
         return
-    table = Table(title=f"{len(rows)} adapters")
-    for column in ("id", "state", "parent", "CIDEr", "created", "promoted"):
-        table.add_column(column)
+    lines = []
     for a in rows:
         d = _adapter_json(a)
-        table.add_row(a.id, a.state, a.parent_id or "", "-" if d["cider"] is None else f"{d['cider']:.4f}",
-                      d["created_at"][:19], (d["promoted_at"] or "")[:19])
-    app.console.print(table)
+        lines.append((a.id, a.state, a.parent_id or "", "-" if d["cider"] is None else f"{d['cider']:.4f}",
+                      d["created_at"][:19], (d["promoted_at"] or "")[:19]))
+    app.table(("id", "state", "parent", "CIDEr", "created", "promoted"), lines, title=f"{len(rows)} adapters")
 
 
 @adapters.command("show")

@@ -33,8 +33,6 @@ class DemoOptions:
     fresh: int = 8
     share: float = 0.8
     seed: int = 3
-    epochs: int = 12
-    lr: float = 3e-3
     home: Path | None = None
     model: str | None = None
     quiet: bool = False
@@ -59,8 +57,8 @@ def demo_settings(home: Path, options: DemoOptions) -> Settings:
         "model": options.model or str(DEMO_MODEL), "batch_size": 32,
         "watch": {"quiet_seconds": 0.5},
         "queue": {"max_wait_seconds": 0.3},
-        "training": {"epochs": options.epochs, "lr": options.lr, "val_percent": 25.0,
-                     "min_new_corrections": 0, "batch_size": 16},
+        # the training policy is the product's own defaults: the demo tunes nothing
+        "training": {"val_percent": 25.0, "min_new_corrections": 0},
     }
     (home / "catalogcap.toml").write_text("# written by `catalogcap demo`\n" + tomli_w.dumps(values),
                                           encoding="utf-8")
