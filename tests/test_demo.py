@@ -11,11 +11,11 @@ from catalogcap.cli import cli
 
 
 def test_short_demo_promotes_and_improves(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["demo", "--images", "64", "--fresh", "4", "--epochs", "10",
+    result = CliRunner().invoke(cli, ["demo", "--images", "160", "--fresh", "4",
                                       "--dir", str(tmp_path / "demo"), "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["captioned"] == 64
+    assert summary["captioned"] == 160
     assert summary["round"]["promoted"] is True
     assert summary["after"]["CIDEr"] > summary["before"]["CIDEr"] + 0.5
     fresh = summary["fresh"]
