@@ -296,10 +296,10 @@ class _Trainer:
                     self.on_step(index * budget.steps + state["step"], len(budget.lrs) * budget.steps, self.loss)
                 done = state["step"] >= budget.steps
                 if state["step"] % budget.eval_every == 0 or done:
-                    state["micro"] = 0 if last else micro
-                    state["epoch"] += 1 if last else 0
                     best = self._score(model, source, state, best, done=done, share=share)
-                    save_checkpoint(self.run_dir, model, optimizer, best, state)
+                    # where a resume picks up: the next micro-batch of this epoch, or the next epoch
+                    at = {"micro": 0, "epoch": state["epoch"] + 1} if last else {"micro": micro}
+                    save_checkpoint(self.run_dir, model, optimizer, best, {**state, **at})
                     if state["stopped"]:
                         break
             else:
@@ -331,8 +331,12 @@ class _Trainer:
             state["history"].append([state["step"], round(score, 4), ok, self.last_facts])
             # the gate refuses a model that gets more facts wrong: prefer checkpoints it would accept
             if state["best_score"] is None or (ok, score) > (state["best_ok"], state["best_score"]):
-                state["best_score"], state["best_ok"], state["best_step"], state["bad"] = score, ok, state["step"], 0
+                state["best_score"], state["best_ok"], state["best_step"] = score, ok, state["step"]
                 best = _lora_state(model)
+            # patience counts scores that do not beat the best score so far, facts aside: a rate that
+            # is still learning the style keeps going
+            if score > state.get("top_score", float("-inf")):
+                state["top_score"], state["bad"] = score, 0
             else:
                 state["bad"] += 1
         else:
