@@ -276,10 +276,10 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=0, help="engine.max_batch (0: the engine's default).")
     parser.add_argument("--daemon-batch", type=int, default=8, help="batch_size of the daemon path (d).")
     parser.add_argument("--threads", type=int, default=0, help="Torch CPU threads (0: torch's default).")
-    parser.add_argument("--quick", action="store_true", help="4 photos and 40 agreement images.")
+    parser.add_argument("--quick", action="store_true", help="2 photos, 20 agreement images, one round.")
     args = parser.parse_args()
     if args.quick:
-        args.images, args.agreement_images, args.rounds = 4, 40, 1
+        args.images, args.agreement_images, args.rounds = 2, 20, 1
 
     import torch
 
