@@ -5,9 +5,9 @@
 
 Phases, most important first; a phase is skipped once `--budget-s` seconds have passed:
 
-  1. caption_throughput.py --device cuda: naive transformers vs catalogcap exact fp32 vs
-     bf16 on 16 photos of 2000x2000 (files to captions), and bf16-vs-fp32 agreement on
-     the demo model (200 images);
+  1. caption_throughput.py --device cuda: transformers per image and batched vs catalogcap
+     exact fp32 vs bf16, and both through the daemon's `Worker.drain`, on 16 photos of
+     2000x2000 (files to captions), and bf16-vs-fp32 agreement on the demo model (200 images);
   2. the largest batch: probed once for bf16 (time taken, batch used);
   3. model throughput from pinned pixel tensors at that batch (what a backfill sustains
      when decoding keeps up): naive per-image generate, exact fp32, bf16, bf16 with
