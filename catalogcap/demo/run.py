@@ -58,7 +58,7 @@ def demo_settings(home: Path, options: DemoOptions) -> Settings:
         "watch": {"quiet_seconds": 0.5},
         "queue": {"max_wait_seconds": 0.3},
         # the training policy is the product's own defaults: the demo tunes nothing
-        "training": {"val_percent": 25.0, "min_new_corrections": 0},
+        "training": {"val_percent": 30.0, "min_new_corrections": 0},
     }
     (home / "catalogcap.toml").write_text("# written by `catalogcap demo`\n" + tomli_w.dumps(values),
                                           encoding="utf-8")
