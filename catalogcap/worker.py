@@ -28,7 +28,9 @@ from catalogcap.settings import KINDS, Settings
 from catalogcap.store.captions import save_model_captions
 from catalogcap.store.database import read_session, write_session
 from catalogcap.store.models import Adapter, Asset, AssetPath, utcnow
+from catalogcap.store.paths import LIVE_FIRST
 from catalogcap.store.queue import Claimed, claim, complete, fail, new_owner, release, renew, runnable_count
+from catalogcap.training.registry import usable_active
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +51,6 @@ class BatchResult:
         self.failed += other.failed
         self.rejections += other.rejections
         self.caption_ids += other.caption_ids
-
-
-def active_adapter(engine: Engine) -> Adapter | None:
-    with read_session(engine) as session:
-        return session.exec(select(Adapter).where(Adapter.state == "active")).first()
 
 
 class Worker:
@@ -81,13 +78,12 @@ class Worker:
         self.errors = 0  # unexpected errors `run_until` survived
 
     def captioner(self) -> Any:
-        adapter = active_adapter(self.engine)
-        if adapter is not None and adapter.base_model != self.settings.model:
-            if self._adapter_key != ("mismatch", adapter.id):
+        adapter, refused = usable_active(self.engine, self.settings.model)
+        if refused is not None:
+            if self._adapter_key != ("mismatch", refused.id):
                 log.warning("active adapter %s was trained for model %s, not %s; captioning without it",
-                            adapter.id, adapter.base_model, self.settings.model)
-            key: tuple[str, str] | None = ("mismatch", adapter.id)
-            adapter = None
+                            refused.id, refused.base_model, self.settings.model)
+            key: tuple[str, str] | None = ("mismatch", refused.id)
         else:
             key = (adapter.id, adapter.path) if adapter else None
         if self._captioner is None or key != self._adapter_key:
@@ -214,8 +210,7 @@ class Worker:
         found: dict[int, Path] = {}
         with read_session(self.engine) as session:
             rows = session.exec(
-                select(AssetPath).where(col(AssetPath.asset_id).in_(asset_ids)).order_by(
-                    col(AssetPath.missing), AssetPath.id)
+                select(AssetPath).where(col(AssetPath.asset_id).in_(asset_ids)).order_by(*LIVE_FIRST)
             ).all()
         for row in rows:
             if row.asset_id not in found and Path(row.path).is_file():

@@ -115,9 +115,9 @@ def jobs() -> None:
 @pass_app
 def jobs_list(app: App, state: str | None, limit: int, as_json: bool) -> None:
     """List jobs, newest first, with attempts and the last error."""
-    from catalogcap.store.captions import primary_path
     from catalogcap.store.database import read_session
     from catalogcap.store.models import Job
+    from catalogcap.store.paths import primary_path
 
     with read_session(app.engine) as session:
         query = select(Job).order_by(col(Job.id).desc()).limit(limit)

@@ -57,9 +57,7 @@ def healthz(ctx: ApiContext = Depends(get_ctx)) -> Health:
 @router.get("/metrics", response_class=PlainTextResponse, tags=["system"],
             summary="Prometheus metrics (text exposition format 0.0.4)")
 def metrics(_token: ApiToken = Depends(auth.read), ctx: ApiContext = Depends(get_ctx)) -> PlainTextResponse:
-    from catalogcap.plugins.manager import failures
-
     text = ctx.metrics.render(ctx.engine, store_status(ctx.engine),
                               worker_captioned=ctx.worker.captioned if ctx.worker else 0,
-                              plugin_failures=dict(failures))
+                              plugin_failures=ctx.plugin_failures())
     return PlainTextResponse(text, media_type=CONTENT_TYPE)
