@@ -94,7 +94,8 @@ def decide_each(engine: Engine, announce: Announcer, caption_ids: Iterable[int],
         decided.changes += one.changes
         decided.conflicts += one.conflicts
         decided.missing += one.missing
-        announce.captions_reviewed(one.ids, d.decision)
+        if one.ids:
+            announce.captions_reviewed(one.ids, d.decision)
     return decided
 
 
@@ -106,7 +107,8 @@ def decide_together(engine: Engine, announce: Announcer, targets: Iterable[tuple
     with write_session(engine) as session:
         for caption_id, version in targets:
             _apply(session, caption_id, version, d, decided)
-    announce.captions_reviewed(decided.ids, d.decision)
+    if decided.ids:
+        announce.captions_reviewed(decided.ids, d.decision)
     return decided
 
 
@@ -137,5 +139,6 @@ def restore_together(engine: Engine, announce: Announcer, undone: Iterable[tuple
                 decided.missing.append(caption_id)
                 continue
             decided.changes.append(Change(before, caption))
-    announce.captions_reviewed(decided.ids, decision)
+    if decided.ids:
+        announce.captions_reviewed(decided.ids, decision)
     return decided
