@@ -281,9 +281,21 @@ def test_largest_batch_fails_clearly_when_nothing_fits() -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_freed_memory_is_kept_in_the_process() -> None:
+    """Blocks above glibc's 32 MiB mmap ceiling, freed and allocated again, reuse pages the
+    process already has: without `keep_freed_memory` every page of the second round is a
+    fresh kernel page fault (measured: 100% of them; with it, about a third)."""
+    import resource
+
     assert keep_freed_memory() is True
-    blocks = [torch.ones(40 * 2**20, dtype=torch.uint8) for _ in range(3)]  # above glibc's 32 MiB mmap ceiling
-    assert sum(int(b[-1]) for b in blocks) == 3
+    size = 40 * 2**20
+    blocks = [torch.ones(size, dtype=torch.uint8) for _ in range(3)]
+    del blocks
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    again = [torch.ones(size, dtype=torch.uint8) for _ in range(3)]
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    pages = 3 * size // resource.getpagesize()
+    assert all(int(block[-1]) == 1 for block in again)
+    assert faults < pages // 2, f"{faults} page faults for {pages} pages: freed memory went back to the kernel"
 
 
 def test_usable_batch_keeps_headroom() -> None:
