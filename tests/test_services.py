@@ -229,3 +229,23 @@ def test_every_door_names_the_same_primary_path(settings, engine, tmp_path: Path
     with TestClient(create_app(settings, engine, run_worker=False, hooks=RecordingHooks())) as client:
         body = client.get(f"/v1/captions/{ids['alt_text']}", headers=bearer(engine, "read")).json()
     assert body["path"] == expected
+
+
+def test_a_spreadsheet_import_is_announced_after_its_commit(home: Path, engine, photos: Path, tmp_path: Path,
+                                                            heard: Recorder) -> None:
+    import csv
+
+    ids = add_image(engine, photos / "red-shirt.jpg")
+    sheet = tmp_path / "review.csv"
+    run("review", "export", "--csv", str(sheet))
+    with sheet.open(encoding="utf-8-sig", newline="") as fp:
+        rows = list(csv.DictReader(fp))
+    for row in rows:
+        row["decision"] = "accept" if int(row["caption_id"]) == ids["alt_text"] else "reject"
+    with sheet.open("w", encoding="utf-8-sig", newline="") as fp:
+        writer = csv.DictWriter(fp, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    run("review", "import", str(sheet), "--reviewer", "carol")
+    assert sorted(heard.reviewed) == [([ids["alt_text"]], "accept"), ([ids["description"]], "reject")]
+    assert state_of(engine, ids["alt_text"]).state == "accepted"
