@@ -249,3 +249,17 @@ def test_a_spreadsheet_import_is_announced_after_its_commit(home: Path, engine, 
     run("review", "import", str(sheet), "--reviewer", "carol")
     assert sorted(heard.reviewed) == [([ids["alt_text"]], "accept"), ([ids["description"]], "reject")]
     assert state_of(engine, ids["alt_text"]).state == "accepted"
+
+
+def test_catalogcap_caption_ignores_an_adapter_of_another_model_as_the_worker_does(
+        home: Path, engine, photos: Path) -> None:
+    _adapter(engine, home, "foreign", "Other/model")
+    with write_session(engine) as session:
+        row = session.get(Adapter, "foreign")
+        row.state, row.promoted_at = "active", utcnow()
+        session.add(row)
+    result = CliRunner().invoke(cli, ["caption", str(photos / "red-shirt.jpg"), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "active adapter foreign was trained for model Other/model" in result.stderr
+    [item] = json.loads(result.stdout)
+    assert item["alt_text"] and "error" not in item  # captioned by the base model, not refused outright
