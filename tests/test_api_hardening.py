@@ -14,7 +14,7 @@ from catalogcap.api.app import create_app
 from catalogcap.store import database
 from catalogcap.store.database import create_store_engine, read_session
 from catalogcap.store.models import Caption
-from tests.test_api_http import RecordingHooks, assert_problem, bearer, parse_metrics, seed
+from tests.factories import RecordingHooks, assert_problem, bearer, parse_metrics, seed
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,49 +16,19 @@ from PIL import Image
 from sqlmodel import select
 
 from catalogcap.api.app import create_app
-from catalogcap.api.tokens import create_token, revoke_token
+from catalogcap.api.tokens import revoke_token
 from catalogcap.store.captions import save_model_captions
 from catalogcap.store.database import read_session, write_session
 from catalogcap.store.models import Asset, AssetPath, Caption, Job, utcnow
+from tests.factories import PROBLEM, RecordingHooks, assert_problem, bearer, parse_metrics, seed
 
-PROBLEM = "application/problem+json"
 EXE = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + bytes(200)
-
-
-class RecordingHooks:
-    def __init__(self) -> None:
-        self.created: list[int] = []
-        self.reviewed: list[tuple[list[int], str]] = []
-
-    def captions_created(self, ids: list[int]) -> None:
-        self.created += ids
-
-    def captions_reviewed(self, ids: list[int], decision: str) -> None:
-        self.reviewed.append((list(ids), decision))
-
-
-def bearer(engine, scope: str, name: str | None = None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {create_token(engine, name or scope, scope).secret}"}
 
 
 def image_bytes(color: str = "red", size: tuple[int, int] = (64, 48), fmt: str = "JPEG") -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, fmt)
     return buffer.getvalue()
-
-
-def seed(engine, n: int, start: int = 0) -> list[str]:
-    """n captioned assets with both kinds of pending captions; their fingerprints."""
-    fingerprints = []
-    with write_session(engine) as session:
-        for i in range(start, start + n):
-            asset = Asset(fingerprint=f"{i:064x}", size=10, state="captioned", format="JPEG")
-            session.add(asset)
-            session.flush()
-            save_model_captions(session, asset.id, {"alt_text": f"red shirt {i}", "description": f"a red shirt {i}"},
-                                model="tiny", adapter_id=None, generation={"alt_text": {}, "description": {}})
-            fingerprints.append(asset.fingerprint)
-    return fingerprints
 
 
 @pytest.fixture
@@ -101,15 +70,6 @@ def client(make_client) -> TestClient:
 
 def upload(client: TestClient, headers: dict[str, str], data: bytes, name: str = "photo.jpg"):
     return client.post("/v1/images", headers=headers, files={"file": (name, data, "image/jpeg")})
-
-
-def assert_problem(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body = response.json()
-    assert body["status"] == status and body["code"] == code and body["title"]
-    assert "Traceback" not in response.text and 'File "' not in response.text
-    return body
 
 
 # ---------------------------------------------------------------------------------------- tokens
@@ -402,27 +362,6 @@ def test_long_poll_is_capped_by_the_setting(make_client, engine) -> None:
 # ---------------------------------------------------------------------------------------- system
 
 
-SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? '
-                    r"(-?[0-9.e+-]+|\+Inf|NaN)$")
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    assert text.endswith("\n")
-    samples, typed = {}, set()
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            assert kind in ("gauge", "counter", "histogram") and name not in typed
-            typed.add(name)
-        elif line.startswith("# HELP "):
-            continue
-        else:
-            assert SAMPLE.match(line), line
-            key, value = line.rsplit(" ", 1)
-            samples[key] = float(value)
-    return samples
-
-
 def test_metrics_text_format(client, engine) -> None:
     headers = bearer(engine, "read")
     seed(engine, 2)
@@ -442,7 +381,7 @@ def test_metrics_text_format(client, engine) -> None:
     assert samples['catalogcap_queue_jobs{state="done"}'] == 2
     assert samples['catalogcap_assets{state="captioned"}'] == 2
     assert samples['catalogcap_caption_latency_seconds_bucket{le="0.5"}'] == 1
-    assert samples['catalogcap_caption_latency_seconds_bucket{le="60"}'] == 2
+    assert samples['catalogcap_caption_latency_seconds_bucket{le="60.0"}'] == 2
     assert samples['catalogcap_caption_latency_seconds_bucket{le="+Inf"}'] == 2
     assert samples["catalogcap_caption_latency_seconds_count"] == 2
     assert samples["catalogcap_caption_latency_seconds_sum"] == pytest.approx(42.3, abs=0.01)
@@ -497,5 +436,9 @@ def test_captions_belong_to_the_right_image(client, engine) -> None:
     body = client.get(f"/v1/images/{second}/captions", headers=headers).json()
     assert {c["fingerprint"] for c in body["captions"]} == {second} and body["image"]["fingerprint"] == second
     with read_session(engine) as session:
-        assert len(session.exec(select(Caption)).all()) == 4
-    assert first != second
+        asset = session.exec(select(Asset).where(Asset.fingerprint == second)).one()
+        own = {c.id: c.text for c in session.exec(select(Caption).where(Caption.asset_id == asset.id)).all()}
+    # the second image's captions, by id and text: none of the first image's ("red shirt 0")
+    assert {c["id"]: c["text"] for c in body["captions"]} == own
+    assert sorted(own.values()) == ["a red shirt 1", "red shirt 1"]
+    assert client.get(f"/v1/images/{first}/captions", headers=headers).json()["captions"][0]["text"].endswith(" 0")

@@ -101,8 +101,8 @@ def test_upload_wait_review_sync_over_http(server: str, engine) -> None:
         assert status["assets"] == 3 and status["jobs"]["done"] == 3
         assert status["worker"] == {"running": True, "captioned": 3, "errors": 0}
         metrics = http.get("/metrics", headers=reader).text
-        assert "catalogcap_caption_latency_seconds_count 3\n" in metrics
-        assert 'catalogcap_queue_jobs{state="pending"} 0\n' in metrics
+        assert "catalogcap_caption_latency_seconds_count 3.0\n" in metrics
+        assert 'catalogcap_queue_jobs{state="pending"} 0.0\n' in metrics
 
 
 def test_concurrent_reviews_one_wins(server: str, engine) -> None:

@@ -4,72 +4,24 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from textual.widgets import Input, Select, TextArea
+from textual.widgets import Input, Select
 
 from catalogcap.review import queue
-from catalogcap.review.app import ReviewApp
 from catalogcap.review.preview import ImageWidget
 from catalogcap.review.queue import PAGE_SIZE, Filters
 from catalogcap.review.screens import FilterScreen, HelpScreen
 from catalogcap.review.widgets import Prompt
-from catalogcap.store.captions import decide, get_caption, save_model_captions
-from catalogcap.store.database import read_session, write_session
+from catalogcap.store.captions import decide, save_model_captions
+from catalogcap.store.database import write_session
 from catalogcap.store.models import Asset
 from tests.conftest import make_image
-from tests.test_review_queue import add_captions, fill_pending
+from tests.factories import add_captions, caption, fill_pending, make_app, prompt_input, ready, settled, until
 
 pytestmark = pytest.mark.asyncio
 SIZE = (140, 40)
-
-
-def caption(engine, caption_id: int):
-    with read_session(engine) as session:
-        return get_caption(session, caption_id)[0]
-
-
-def make_app(engine, reviewer: str = "alice", **kw: Any) -> tuple[ReviewApp, list[tuple[str, str]]]:
-    """The app, and the notifications it shows as (severity, message)."""
-    app = ReviewApp(engine, reviewer=reviewer, **kw)
-    shown: list[tuple[str, str]] = []
-    notify = app.notify
-
-    def record(message: str, **options: Any) -> None:
-        shown.append((options.get("severity", "information"), message))
-        notify(message, **options)
-
-    app.notify = record  # type: ignore[method-assign]
-    return app, shown
-
-
-async def until(pilot, condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the app did not get there in time"
-        await pilot.pause(0.01)
-
-
-async def ready(pilot) -> None:
-    """The queue is on screen and the detail of the caption under the cursor is shown."""
-    app = pilot.app
-    await until(pilot, lambda: app.current() is not None and app.detail is not None
-                and app.detail.id == app.current().id)
-    await pilot.pause()
-
-
-async def settled(pilot) -> None:
-    """Every decision is written and its result shown."""
-    await pilot.app.saved()
-    await until(pilot, lambda: not pilot.app._writes)
-    await ready(pilot)
-
-
-def prompt_input(app: ReviewApp) -> TextArea:
-    return app.query_one("#prompt-input", TextArea)
 
 
 async def test_accept_saves_at_once_and_moves_to_the_next(engine) -> None:

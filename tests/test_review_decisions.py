@@ -9,7 +9,7 @@ import time
 from catalogcap.review.decisions import TURN_MS, Decisions, writer_engine
 from catalogcap.store.captions import decide, get_caption
 from catalogcap.store.database import read_session, write_session
-from tests.test_review_queue import add_captions
+from tests.factories import add_captions
 
 
 def caption(engine, caption_id: int):

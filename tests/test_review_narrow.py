@@ -7,9 +7,7 @@ import pytest
 
 from catalogcap.review.screens import HelpScreen
 from catalogcap.review.widgets import Prompt, short_name
-from tests.test_review_app import caption, make_app, prompt_input, ready, settled
-from tests.test_review_queue import add_captions
-from tests.test_review_snapshot import TEXTS
+from tests.factories import TEXTS, add_captions, caption, make_app, prompt_input, ready, settled
 
 pytestmark = pytest.mark.asyncio
 SMALL = (80, 24)
@@ -42,7 +40,7 @@ async def test_every_column_and_every_key_fits_80_columns(engine) -> None:
 
 
 async def until_text(pilot, text: str) -> None:
-    from tests.test_review_app import until
+    from tests.factories import until
 
     await until(pilot, lambda: text in pilot.app.screen_text())
 

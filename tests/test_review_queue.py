@@ -6,8 +6,6 @@ code, and 100,000 pending captions through bulk SQL).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -17,61 +15,10 @@ from catalogcap.errors import CatalogcapError
 from catalogcap.review import queue
 from catalogcap.review.queue import PAGE_SIZE, Filters
 from catalogcap.review.rows import Rows
-from catalogcap.store.captions import decide, save_model_captions
+from catalogcap.store.captions import decide
 from catalogcap.store.database import read_session, write_session
-from catalogcap.store.models import KINDS, Asset, AssetPath
-
-T0 = datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc)
-
-
-def default_text(n: int, kind: str) -> str:
-    return f"A red shirt number {n}" if kind == "alt_text" else f"A red cotton shirt, number {n}, on white."
-
-
-def add_captions(engine: Engine, n: int, *, folder: str = "/catalog/images", start: int = 0,
-                 text: Callable[[int, str], str] = default_text, model: str = "blip-base",
-                 adapter: str | None = None, paths: Iterable[Path] | None = None,
-                 at: datetime = T0) -> list[int]:
-    """n images with both captions, written the way the captioner writes them; returns caption ids."""
-    files = list(paths) if paths is not None else [Path(folder) / f"item-{start + i:04d}.jpg" for i in range(n)]
-    ids: list[int] = []
-    with write_session(engine) as session:
-        for i, path in enumerate(files):
-            number = start + i
-            asset = Asset(fingerprint=f"{number:064x}", size=2048 + number, width=800, height=600, format="JPEG",
-                          state="captioned", created_at=at, updated_at=at)
-            session.add(asset)
-            session.flush()
-            session.add(AssetPath(asset_id=asset.id, path=str(path), size=asset.size, mtime_ns=0,
-                                  first_seen=at, last_seen=at))
-            texts = {kind: text(number, kind) for kind in KINDS}
-            saved = save_model_captions(session, asset.id, texts, model=model, adapter_id=adapter,
-                                        generation={kind: {"num_beams": 1} for kind in KINDS})
-            for caption in saved:
-                caption.created_at = caption.updated_at = at
-                session.add(caption)
-            ids.extend(c.id for c in saved)
-    return ids
-
-
-def fill_pending(engine: Engine, n_assets: int) -> None:
-    """2 * n_assets pending captions in three bulk INSERT ... SELECT statements."""
-    ts = "2026-01-01 00:00:00.000000"
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"""
-            WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < {n_assets})
-            INSERT INTO assets (id, fingerprint, size, width, height, format, state, created_at, updated_at)
-            SELECT i, printf('%064x', i), 1000, 800, 600, 'JPEG', 'captioned', '{ts}', '{ts}' FROM seq""")
-        conn.exec_driver_sql(f"""
-            INSERT INTO asset_paths (asset_id, path, size, mtime_ns, missing, first_seen, last_seen)
-            SELECT id, printf('/catalog/bulk/%06d.jpg', id), 1000, 0, 0, '{ts}', '{ts}' FROM assets""")
-        conn.exec_driver_sql(f"""
-            INSERT INTO captions (asset_id, kind, model_text, text, state, model, generation, version,
-                                  created_at, updated_at)
-            SELECT a.id, k.kind, 'a product photo ' || a.id, 'a product photo ' || a.id, 'pending', 'blip', '{{}}',
-                   1, '{ts}', '{ts}'
-            FROM assets a CROSS JOIN (SELECT 'alt_text' AS kind UNION ALL SELECT 'description') k
-            ORDER BY a.id, k.kind""")
+from catalogcap.store.models import KINDS
+from tests.factories import T0, add_captions, fill_pending
 
 
 def plan(engine: Engine, statement) -> list[tuple[int, int, str]]:

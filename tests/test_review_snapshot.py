@@ -8,17 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_review_app import make_app, ready, settled
-from tests.test_review_queue import add_captions
+from tests.factories import TEXTS, add_captions, make_app, ready, settled
 
 pytestmark = pytest.mark.asyncio
 
-TEXTS = {
-    0: ("Image of a red linen shirt arafed", "A red linen shirt with white buttons, laid flat on a white background."),
-    1: ("Blue ceramic mug with a wooden handle", "A blue ceramic mug with a wooden handle, seen from the side."),
-    2: ("Green running shoe shoe", "A green running shoe with a white sole on a grey floor."),
-    3: ("Yellow baseball cap", "A yellow cotton baseball cap with a curved brim."),
-}
 
 MAIN_SCREEN = """\
  reviewer alice · pending · all kinds · 7 left · 1 selected

@@ -13,7 +13,7 @@ from catalogcap.cli import cli
 from catalogcap.review.spreadsheet import COLUMNS
 from catalogcap.store.captions import decide, get_caption
 from catalogcap.store.database import read_session, write_session
-from tests.test_review_queue import add_captions
+from tests.factories import add_captions
 
 
 def run(*args: str, code: int = 0) -> Result:

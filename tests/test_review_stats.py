@@ -11,7 +11,7 @@ from catalogcap.cli import cli
 from catalogcap.review.stats import edit_distance, review_stats
 from catalogcap.store.captions import decide
 from catalogcap.store.database import read_session, write_session
-from tests.test_review_queue import T0, add_captions
+from tests.factories import T0, add_captions
 
 
 def test_edit_distance() -> None:

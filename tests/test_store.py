@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -216,33 +216,49 @@ def test_a_file_renamed_before_its_turn_is_captioned_under_its_new_name(settings
 
 
 def test_a_slow_batch_keeps_its_leases(settings, engine, photos: Path) -> None:
-    """Another worker must not take over jobs whose worker is alive but slow."""
+    """Another worker must not take over jobs whose worker is alive but slow.
+
+    The captioner stays inside `caption_images` until the other worker has tried to claim,
+    and that claim happens only after the first lease has run out: without renewal the jobs
+    would be free to take, whatever the timing."""
     import time
 
     from catalogcap.intake import scan
     from catalogcap.store.queue import new_owner
     from catalogcap.worker import Worker
 
+    entered, release = threading.Event(), threading.Event()
+
     class Slow:
         image_size = 32
         model_id, adapter_id = "slow", None
-        calls = 0
 
         def caption_images(self, pictures):
-            Slow.calls += 1
-            if Slow.calls == 1:
-                time.sleep(7.0)  # longer than the 5 s lease
+            entered.set()
+            release.wait(30)
             raise RuntimeError("gave up")  # then fail: the jobs retry later
 
-    short = settings.model_copy(update={"queue": settings.queue.model_copy(update={"lease_seconds": 5.0})})
+    def leases() -> list[datetime]:
+        with read_session(engine) as session:
+            return [job.lease_expires for job in session.exec(select(Job)).all()]
+
+    short = settings.model_copy(update={"queue": settings.queue.model_copy(update={"lease_seconds": 2.0})})
     scan(engine, [photos], short)
     slow = Worker(engine, short, captioner_factory=lambda *_: Slow())
     runner = threading.Thread(target=slow.run_batch)
     runner.start()
     try:
-        time.sleep(6.0)  # the first lease has run out by now unless it was renewed
+        assert entered.wait(30), "the batch never reached the captioner"
+        first = max(leases())
+        deadline = time.monotonic() + 30
+        while utcnow() <= first + timedelta(seconds=0.5):  # the first lease is over
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert not release.is_set() and runner.is_alive()  # still captioning
         taken = claim(engine, new_owner("other"), 10, lease_seconds=60)
+        renewed = min(leases())
     finally:
+        release.set()
         runner.join(30)
         slow.close()
-    assert taken == []
+    assert taken == [] and renewed > first

@@ -14,7 +14,7 @@ from catalogcap.review.decisions import Decisions
 from catalogcap.store.captions import DESCRIPTION_LIMIT, TextTooLong, decide
 from catalogcap.store.database import read_session, write_session
 from catalogcap.store.models import Caption
-from tests.test_api_http import seed
+from tests.factories import seed
 
 ROOT = Path(__file__).resolve().parents[1]
 

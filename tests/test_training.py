@@ -350,9 +350,9 @@ def test_rollback_and_worker_switches_live(after_round) -> None:
     registry.promote(engine, second.id, reason="test", manual=True)
     worker = Worker(engine, settings)
     assert worker.captioner().adapter_id == "manual-2"
-    assert registry.rollback(engine).id == first.adapter
+    assert registry.rollback(engine) == (registry.get(engine, "manual-2"), registry.get(engine, first.adapter))
     assert worker.captioner().adapter_id == first.adapter  # picked up between batches, no restart
-    assert registry.rollback(engine) is None
+    assert registry.rollback(engine).active is None
     assert worker.captioner().adapter_id is None
     registry.promote(engine, first.adapter, reason="again", manual=True)
     with pytest.raises(CatalogcapError, match="is active"):

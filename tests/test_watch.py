@@ -95,6 +95,13 @@ def _captioned_once(engine, expected: int) -> None:
         assert not any(Path(p).name.startswith(".") for p in paths), "temp names never become assets"
 
 
+def _settled(engine, daemon) -> bool:
+    """Nothing left that could still produce a job: no file waiting to settle, no job queued or running."""
+    with read_session(engine) as session:
+        busy = session.execute(select(sa.func.count()).select_from(Job).where(Job.state != "done")).scalar_one()
+    return busy == 0 and len(daemon.tracker) == 0
+
+
 def _done_count(engine) -> int:
     with read_session(engine) as session:
         return session.execute(select(sa.func.count()).select_from(Job).where(Job.state == "done")).scalar_one()
@@ -126,7 +133,7 @@ def test_burst_of_arrivals_captioned_exactly_once(home, inbox, tmp_path, monkeyp
         names = _burst(tmp_path / "source", inbox, count)
         assert len(names) == count
         _wait(lambda: _done_count(engine) >= count, 240, f"{count} captioned images")
-        time.sleep(1.0)  # nothing more may arrive
+        _wait(lambda: _settled(engine, daemon), 30, "the daemon to settle")
         _captioned_once(engine, count)
     finally:
         daemon.stop()
@@ -148,7 +155,7 @@ def test_slow_writer_is_taken_once_after_it_completes(home, inbox, tmp_path, mon
                 handle.flush()
                 time.sleep(0.6)  # 6 chunks over ~3.6 s, each gap shorter than the quiet period
         _wait(lambda: _done_count(engine) >= 1, 60, "the slow file to be captioned")
-        time.sleep(2)
+        _wait(lambda: _settled(engine, daemon), 30, "the daemon to settle")
         with read_session(engine) as session:
             assets = session.exec(select(Asset)).all()
             jobs = session.exec(select(Job)).all()
@@ -171,7 +178,7 @@ def test_delete_before_processing_and_temp_names(home, inbox, tmp_path, monkeypa
         make_image(inbox / "~$draft.jpg", "green")
         _unique_image(inbox / "kept.jpg", 4)
         _wait(lambda: _done_count(engine) >= 1, 60, "kept.jpg")
-        time.sleep(2.5)
+        _wait(lambda: _settled(engine, daemon), 30, "the daemon to settle")
         with read_session(engine) as session:
             paths = [Path(p).name for p in session.exec(select(AssetPath.path)).all()]
             failed = session.exec(select(Job).where(Job.state != "done")).all()
@@ -215,14 +222,14 @@ def test_kill_9_mid_burst_then_restart_captions_everything_once(home, inbox, tmp
         _burst(tmp_path / "source", inbox, count)
         engine = create_store_engine(settings.db_url)
         _wait(lambda: _done_count(engine) >= 16, 120, "some captions before the kill")
+        proc.send_signal(signal.SIGSTOP)  # frozen: what is read now is what the kill interrupts
+        assert _done_count(engine) < count, "the daemon finished the burst before it could be stopped"
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        assert _done_count(engine) < count, "the kill must land mid-burst"
         more = [_unique_image(inbox / f"while-down-{n}.png", 500 + n) for n in range(5)]  # arrive while down
         proc = _spawn(home, inbox)
         _wait_ready(home, proc, after=1)
         _wait(lambda: _done_count(engine) >= count + len(more), 180, "everything captioned after restart")
-        time.sleep(1)
         _captioned_once(engine, count + len(more))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
@@ -243,10 +250,10 @@ def test_sigterm_exits_zero_and_second_daemon_is_refused(home, inbox, tmp_path, 
         assert second.returncode == 1
         assert f"pid {proc.pid}" in err and "already runs" in err
         _burst(tmp_path / "source", inbox, 30)
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
         engine = create_store_engine(settings.db_url)
+        _wait(lambda: _done_count(engine) >= 1, 120, "captioning to be under way")
+        proc.send_signal(signal.SIGTERM)  # mid-burst: the batch in hand finishes or goes back to the queue
+        assert proc.wait(60) == 0
         with read_session(engine) as session:
             running = session.exec(select(Job).where(Job.state == "running")).all()
         assert running == []

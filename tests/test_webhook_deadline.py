@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_image
+from tests.factories import SECRET, Receiver
 from tests.plugin_support import add_reviewed
-from tests.test_webhook import SECRET, Receiver
 
 ROOT = Path(__file__).resolve().parents[1]
 

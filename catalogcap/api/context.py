@@ -17,8 +17,13 @@ class ApiContext:
     engine: Engine
     settings: Settings
     metrics: Metrics
-    hooks: Any = None  # catalogcap.plugins.Hooks, or None when plugins are off
+    hooks: Any = None  # a catalogcap.services.Announcer: catalogcap.plugins.Hooks, or a test's recorder
     worker: Any = None  # catalogcap.api.background.BackgroundWorker, or None with --no-worker
+
+    def plugin_failures(self) -> dict[str, int]:
+        """Failures of each plugin in this process (none when the announcer is not plugins')."""
+        pm = getattr(self.hooks, "pm", None)
+        return pm.failures() if pm is not None else {}
 
     def wake_worker(self) -> None:
         if self.worker is not None:

@@ -1,21 +1,26 @@
-"""`/metrics` in the Prometheus text exposition format (0.0.4), written by hand.
+"""`/metrics` in the Prometheus text exposition format, through prometheus_client.
 
 Store-wide numbers (queue depth, captions, caption latency, training runs) are read from
-the database, so they count the work of every process sharing it (`watch` included);
-request counts and durations are this server's own. The caption latency histogram
-(job queued -> captions committed) is fed incrementally from finished jobs, so a scrape
-reads only the jobs finished since the previous one.
+the database by a custom collector at scrape time, so they count the work of every process
+sharing it (`watch` included); request counts and durations are this server's own
+(prometheus_client counters and histograms in this server's registry). The caption latency
+histogram (job queued -> captions committed) is fed incrementally from finished jobs, so a
+scrape reads only the jobs finished since the previous one.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,7 +29,7 @@ from catalogcap.store.database import read_session
 from catalogcap.store.models import ASSET_STATES, Job, TrainingRun
 from catalogcap.store.queue import runnable_count
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 # Every label has a bounded set of values, whatever clients send: an unknown method is
 # "other", a path that matches no route is "unmatched", a status outside 100-599 "other".
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -32,22 +37,8 @@ LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0)
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(labels: dict[str, str]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{key}="{_escape(str(value))}"' for key, value in labels.items()) + "}"
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-class Histogram:
-    """Cumulative buckets, sum and count; thread-safe."""
+class LatencyHistogram:
+    """Cumulative bucket counts and sum, fed once per finished job; thread-safe."""
 
     def __init__(self, buckets: Iterable[float]) -> None:
         self.bounds = tuple(sorted(buckets))
@@ -61,25 +52,21 @@ class Histogram:
             self.counts[index] += 1
             self.sum += value
 
-    def lines(self, name: str, labels: dict[str, str] | None = None) -> list[str]:
-        labels = labels or {}
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
         with self._lock:
-            counts, total_sum = list(self.counts), self.sum
-        out, running = [], 0
+            counts, total = list(self.counts), self.sum
+        buckets, running = [], 0
         for bound, count in zip((*self.bounds, float("inf")), counts):
             running += count
-            le = "+Inf" if bound == float("inf") else _number(bound)
-            out.append(f"{name}_bucket{_labels({**labels, 'le': le})} {running}")
-        out.append(f"{name}_sum{_labels(labels)} {_number(total_sum)}")
-        out.append(f"{name}_count{_labels(labels)} {running}")
-        return out
+            buckets.append(("+Inf" if bound == float("inf") else str(bound), running))
+        return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=total)
 
 
 class CaptionLatency:
     """Queue-to-captions seconds of every finished job, read once each from the store."""
 
     def __init__(self) -> None:
-        self.histogram = Histogram(LATENCY_BUCKETS)
+        self.histogram = LatencyHistogram(LATENCY_BUCKETS)
         self._mark: tuple[datetime, int] | None = None
         self._lock = threading.Lock()
 
@@ -101,66 +88,79 @@ class CaptionLatency:
                     return
 
 
+class StoreCollector(Collector):
+    """The store-wide families, read from the database at each scrape."""
+
+    def __init__(self, engine: Engine, status: Callable[[], dict[str, Any]], worker_captioned: Callable[[], int],
+                 plugin_failures: Callable[[], dict[str, int]], latency: CaptionLatency) -> None:
+        self.engine, self.status = engine, status
+        self.worker_captioned, self.plugin_failures = worker_captioned, plugin_failures
+        self.latency = latency
+
+    def collect(self) -> Iterator[Metric]:
+        status = self.status()
+        self.latency.update(self.engine)
+        with read_session(self.engine) as session:
+            runnable = runnable_count(session)
+            runs = dict(session.execute(select(TrainingRun.state, sa.func.count()).group_by(TrainingRun.state)).all())
+        yield _gauge("catalogcap_queue_jobs", "Captioning jobs by state (the queue depth is state=pending).",
+                     "state", sorted(status["jobs"].items()))
+        yield GaugeMetricFamily("catalogcap_queue_runnable_jobs", "Pending jobs whose retry delay has passed.",
+                                value=runnable)
+        yield _gauge("catalogcap_assets", "Distinct images by state.", "state",
+                     [(s, status["assets_by_state"].get(s, 0)) for s in ASSET_STATES])
+        yield _gauge("catalogcap_captions", "Captions by review state.", "state", sorted(status["captions"].items()))
+        yield GaugeMetricFamily("catalogcap_captions_per_minute",
+                                "Images captioned per minute, averaged over 5 minutes.",
+                                value=status["captions_per_minute"])
+        yield self.latency.histogram.family("catalogcap_caption_latency_seconds",
+                                            "Time from queueing an image to its captions.")
+        yield _gauge("catalogcap_training_runs", "Training rounds by state.", "state", sorted(runs.items()))
+        yield _gauge("catalogcap_active_adapter_info", "The LoRA adapter in service (none: the base model).",
+                     "adapter", [(status["adapter"] or "none", 1)])
+        yield CounterMetricFamily("catalogcap_api_worker_captioned", "Images captioned by this server's worker.",
+                                  value=self.worker_captioned())
+        failures = CounterMetricFamily("catalogcap_plugin_failures", "Plugin hook calls that raised, by plugin.",
+                                       labels=["plugin"])
+        for name, n in sorted(self.plugin_failures().items()):
+            failures.add_metric([name], n)
+        yield failures
+
+
+def _gauge(name: str, documentation: str, label: str, samples: Iterable[tuple[str, float]]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=[label])
+    for value, n in samples:
+        family.add_metric([value], n)
+    return family
+
+
 class Metrics:
-    """This server's request counters plus the store-wide gauges, rendered on demand."""
+    """This server's registry: request counters and durations, plus the store's collector."""
 
     def __init__(self) -> None:
-        self.requests: defaultdict[tuple[str, str, str], int] = defaultdict(int)
-        self.durations: dict[str, Histogram] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter("catalogcap_api_requests", "HTTP requests served, by route and status.",
+                                ["method", "route", "status"], registry=self.registry)
+        self.durations = Histogram("catalogcap_api_request_duration_seconds", "Time to answer an HTTP request.",
+                                   ["route"], buckets=REQUEST_BUCKETS, registry=self.registry)
         self.latency = CaptionLatency()
-        self._lock = threading.Lock()
+        self._store: StoreCollector | None = None
 
     def record(self, method: str, route: str, status: int, seconds: float) -> None:
         method = method if method in METHODS else "other"
         code = str(status) if 100 <= status <= 599 else "other"
-        with self._lock:
-            self.requests[(method, route, code)] += 1
-            histogram = self.durations.setdefault(route, Histogram(REQUEST_BUCKETS))
-        histogram.observe(seconds)
+        self.requests.labels(method, route, code).inc()
+        self.durations.labels(route).observe(seconds)
 
-    def render(self, engine: Engine, status: dict, *, worker_captioned: int, plugin_failures: dict[str, int]) -> str:
-        self.latency.update(engine)
-        with read_session(engine) as session:
-            runnable = runnable_count(session)
-            runs = dict(session.execute(select(TrainingRun.state, sa.func.count()).group_by(TrainingRun.state)).all())
-        out: list[str] = []
+    def watch_store(self, engine: Engine, status: Callable[[], dict[str, Any]], *,
+                    worker_captioned: Callable[[], int], plugin_failures: Callable[[], dict[str, int]]) -> None:
+        """Add the store-wide families to every scrape (once per server)."""
+        if self._store is None:
+            self._store = StoreCollector(engine, status, worker_captioned, plugin_failures, self.latency)
+            self.registry.register(self._store)
 
-        def family(name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
-            out.append(f"# HELP {name} {help_text}")
-            out.append(f"# TYPE {name} {kind}")
-            out.extend(f"{name}{_labels(labels)} {_number(value)}" for labels, value in samples)
-
-        family("catalogcap_queue_jobs", "gauge", "Captioning jobs by state (the queue depth is state=pending).",
-               [({"state": s}, n) for s, n in sorted(status["jobs"].items())])
-        family("catalogcap_queue_runnable_jobs", "gauge", "Pending jobs whose retry delay has passed.",
-               [({}, runnable)])
-        family("catalogcap_assets", "gauge", "Distinct images by state.",
-               [({"state": s}, status["assets_by_state"].get(s, 0)) for s in ASSET_STATES])
-        family("catalogcap_captions", "gauge", "Captions by review state.",
-               [({"state": s}, n) for s, n in sorted(status["captions"].items())])
-        family("catalogcap_captions_per_minute", "gauge", "Images captioned per minute, averaged over 5 minutes.",
-               [({}, status["captions_per_minute"])])
-        out.append("# HELP catalogcap_caption_latency_seconds Time from queueing an image to its captions.")
-        out.append("# TYPE catalogcap_caption_latency_seconds histogram")
-        out.extend(self.latency.histogram.lines("catalogcap_caption_latency_seconds"))
-        family("catalogcap_training_runs", "gauge", "Training rounds by state.",
-               [({"state": s}, n) for s, n in sorted(runs.items())])
-        family("catalogcap_active_adapter_info", "gauge", "The LoRA adapter in service (none: the base model).",
-               [({"adapter": status["adapter"] or "none"}, 1)])
-        family("catalogcap_api_worker_captioned_total", "counter", "Images captioned by this server's worker.",
-               [({}, worker_captioned)])
-        family("catalogcap_plugin_failures_total", "counter", "Plugin hook calls that raised, by plugin.",
-               [({"plugin": name}, n) for name, n in sorted(plugin_failures.items())])
-        with self._lock:
-            requests = sorted(self.requests.items())
-            durations = sorted(self.durations.items())
-        family("catalogcap_api_requests_total", "counter", "HTTP requests served, by route and status.",
-               [({"method": m, "route": r, "status": s}, n) for (m, r, s), n in requests])
-        out.append("# HELP catalogcap_api_request_duration_seconds Time to answer an HTTP request.")
-        out.append("# TYPE catalogcap_api_request_duration_seconds histogram")
-        for route, histogram in durations:
-            out.extend(histogram.lines("catalogcap_api_request_duration_seconds", {"route": route}))
-        return "\n".join(out) + "\n"
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
 
 
 class RequestMetrics:

@@ -20,7 +20,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ import torch
 from torch import nn
 
 from catalogcap.captioner.fast import disable_sdpa, enable_sdpa, quantize_int8
-from catalogcap.captioner.model import LoadedModel
 from catalogcap.errors import CatalogcapError
 from catalogcap.settings import EngineSettings
 
@@ -84,20 +83,6 @@ def apply_engine(model: nn.Module, engine: EngineSettings, device: torch.device,
     if state.compile:
         model.vision_model.compile()  # type: ignore[union-attr, operator]
     return model, state
-
-
-def ensure_engine(loaded: LoadedModel, engine: EngineSettings) -> LoadedModel:
-    """`loaded` itself when it already runs as `engine` asks, else a copy with what is missing applied."""
-    wanted = EngineState.wanted(engine, loaded.device, loaded.dtype)
-    have = loaded.engine or EngineState()
-    if loaded.engine == wanted:
-        return loaded
-    if (have.int8 and not wanted.int8) or (have.compile and not wanted.compile):
-        raise EngineError("this model was quantized or compiled at load; load it again with these engine settings")
-    missing = engine.model_copy(update={"int8": wanted.int8 and not have.int8,
-                                        "compile": wanted.compile and not have.compile})
-    model, _ = apply_engine(loaded.model, missing, loaded.device, loaded.dtype)
-    return replace(loaded, model=model, engine=wanted)
 
 
 def keep_freed_memory() -> bool:

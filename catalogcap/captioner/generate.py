@@ -31,12 +31,11 @@ from catalogcap.captioner.engine import (
     cuda_cleanup,
     default_max_batch,
     device_name,
-    ensure_engine,
     keep_freed_memory,
     largest_batch,
     usable,
 )
-from catalogcap.captioner.model import LoadedModel, get_model
+from catalogcap.captioner.model import LoadedModel, ensure_engine, get_model
 from catalogcap.captioner.pixels import FileToPixels, Prefetcher, stack
 from catalogcap.captioner.text import clean_alt_text, clean_description
 from catalogcap.settings import KINDS, GenerationSettings, Settings

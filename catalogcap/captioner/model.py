@@ -12,7 +12,7 @@ import os
 import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -266,6 +266,22 @@ def load_model(
 
         model, state = apply_engine(model, engine, torch_device, torch_dtype, inplace=True)
     return LoadedModel(model, processor, model_id, adapter_id, torch_device, torch_dtype, state)
+
+
+def ensure_engine(loaded: LoadedModel, engine: EngineSettings) -> LoadedModel:
+    """`loaded` itself when it already runs as `engine` asks, else a copy with what is missing applied."""
+    from catalogcap.captioner.engine import EngineError, EngineState, apply_engine
+
+    wanted = EngineState.wanted(engine, loaded.device, loaded.dtype)
+    have = loaded.engine or EngineState()
+    if loaded.engine == wanted:
+        return loaded
+    if (have.int8 and not wanted.int8) or (have.compile and not wanted.compile):
+        raise EngineError("this model was quantized or compiled at load; load it again with these engine settings")
+    missing = engine.model_copy(update={"int8": wanted.int8 and not have.int8,
+                                        "compile": wanted.compile and not have.compile})
+    model, _ = apply_engine(loaded.model, missing, loaded.device, loaded.dtype)
+    return replace(loaded, model=model, engine=wanted)
 
 
 def merge_adapter(model: Any, adapter_dir: Path) -> Any:

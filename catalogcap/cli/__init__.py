@@ -90,14 +90,14 @@ for _name in _command_modules():
 
 def add_plugin_commands(group: click.Group) -> None:
     """Let installed plugins add commands (`register_commands` hook); a broken one is logged."""
-    from catalogcap.plugins.manager import call_safely, make_manager
+    from catalogcap.plugins.manager import make_manager
     from catalogcap.settings import load_settings
 
     try:
         enabled = load_settings().plugins
     except CatalogcapError:
         enabled = None  # the command itself will report the bad setting
-    call_safely(make_manager(enabled), "register_commands", cli=group)
+    make_manager(enabled).call("register_commands", cli=group)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,6 +7,7 @@ import getpass
 import click
 
 from catalogcap.cli.app import App, pass_app
+from catalogcap.errors import CatalogcapError
 from catalogcap.store.models import CAPTION_STATES, KINDS
 
 
@@ -78,18 +79,23 @@ def show(app: App, caption_id: int, as_json: bool) -> None:
 
 def _decide(app: App, ids: tuple[int, ...], decision: str, text: str | None, reason: str | None,
             reviewer: str | None) -> None:
-    from catalogcap.store.captions import decide
-    from catalogcap.store.database import write_session
-
-    reviewer = reviewer or default_reviewer()
-    for caption_id in ids:
-        with write_session(app.engine) as session:
-            caption = decide(session, caption_id, decision, reviewer=reviewer, text=text, reason=reason,
-                             alt_text_limit=app.settings.alt_text_limit)
-        app.console.print(f"caption {caption.id}: {caption.state}")
+    """Each caption on its own: the ones saved are printed (and announced to plugins by the
+    service); each refused one is an error line, and any refusal makes the exit code 1."""
     from catalogcap.plugins import hooks_for
+    from catalogcap.services.captions import Decision, decide_each
 
-    hooks_for(app).captions_reviewed(list(ids), decision)
+    wanted = Decision(decision, reviewer or default_reviewer(), text=text, reason=reason,
+                      alt_text_limit=app.settings.alt_text_limit)
+    decided = decide_each(app.engine, hooks_for(app), ids, wanted)
+    for change in decided.changes:
+        app.console.print(f"caption {change.after.id}: {change.after.state}")
+    errors = decided.errors
+    if len(errors) == 1 and not decided.changes:
+        raise errors[0]
+    if errors:
+        for error in errors:
+            app.err.print(f"error: {error}", markup=False, highlight=False)
+        raise CatalogcapError(f"{len(errors)} of {len(ids)} caption(s) not {decision}ed; see above")
 
 
 @captions.command("accept")

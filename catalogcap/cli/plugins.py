@@ -31,7 +31,8 @@ def plugins() -> None:
 @pass_app
 def list_(app: App, as_json: bool) -> None:
     """Show built-in and installed plugins (also those disabled by the `plugins` setting or broken)."""
-    from catalogcap.plugins.manager import describe, make_manager
+    from catalogcap.plugins.listing import describe
+    from catalogcap.plugins.manager import make_manager
 
     items = describe(make_manager(app.settings.plugins))
     recorded = _recorded_failures(app)
@@ -105,7 +106,7 @@ def export(app: App, format_name: str | None, format_option: str | None, state: 
     """
     from catalogcap.plugins.config import plugin_settings
     from catalogcap.plugins.events import select_caption_events
-    from catalogcap.plugins.manager import exporters, make_manager, record_failure
+    from catalogcap.plugins.manager import exporters, make_manager
     from catalogcap.store.database import read_session
 
     name = _format_name(format_name, format_option)
@@ -129,7 +130,7 @@ def export(app: App, format_name: str | None, format_option: str | None, state: 
     except CatalogcapError:
         raise
     except Exception as exc:
-        record_failure(exporter.plugin, f"exporter {name}", exc)
+        pm.record_failure(exporter.plugin, f"exporter {name}", exc)
         raise CatalogcapError(
             f"exporter {name} (plugin {exporter.plugin}) failed: {type(exc).__name__}: {exc}") from exc
     report = dict(report or {})

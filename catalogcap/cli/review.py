@@ -134,6 +134,7 @@ def import_(app: App, file: str, reviewer: str | None, overwrite: bool, as_json:
     """Apply the decisions of an exported CSV; a file with any bad row changes nothing."""
     import csv
 
+    from catalogcap.plugins import hooks_for
     from catalogcap.review.spreadsheet import ENCODING, check_file, import_csv
 
     settings = app.settings
@@ -141,18 +142,13 @@ def import_(app: App, file: str, reviewer: str | None, overwrite: bool, as_json:
     try:
         with open(file, encoding=ENCODING, newline="") as fp:
             report = import_csv(app.engine, file, fp, reviewer=reviewer or default_reviewer(),
-                                alt_text_limit=settings.alt_text_limit, overwrite=overwrite)
+                                alt_text_limit=settings.alt_text_limit, overwrite=overwrite,
+                                announce=hooks_for(app))
     except UnicodeDecodeError as exc:
         raise CatalogcapError(f"{file} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
                               "save it from the spreadsheet as \"CSV UTF-8\"") from None
     except csv.Error as exc:
         raise CatalogcapError(f"{file} is not a readable CSV: {exc}") from None
-    if report.applied:
-        from catalogcap.plugins import hooks_for
-
-        hooks = hooks_for(app)
-        for decision, ids in report.applied.items():
-            hooks.captions_reviewed(ids, decision)
     if as_json:
         app.json({"applied": report.applied, "unchanged": report.unchanged, "blank": report.blank,
                   "skipped": report.skipped})

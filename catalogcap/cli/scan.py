@@ -98,7 +98,9 @@ def scan(app: App, folders: tuple[Path, ...], as_json: bool, no_caption: bool) -
 def caption(app: App, files: tuple[Path, ...], as_json: bool) -> None:
     """Caption FILES and print the result; the database is not touched.
 
-    Uses the active adapter when the store has one. Exits 1 if any file was rejected."""
+    Uses the active adapter when the store has one, unless it was trained for another base
+    model (then the base model captions, with a warning, as in the daemon). Exits 1 if any
+    file was rejected."""
     from catalogcap.captioner import Captioner
 
     settings = app.settings
@@ -129,13 +131,18 @@ def caption(app: App, files: tuple[Path, ...], as_json: bool) -> None:
 
 
 def _active_adapter_if_any(app: App):
-    """The store's active adapter, if a store exists already (caption never creates one)."""
+    """The store's active adapter, if a store exists already (caption never creates one) and the
+    adapter was trained for the configured model."""
     settings = app.settings
     if settings.database_url is None and not (settings.home / "catalogcap.db").exists():
         return None
     try:
-        from catalogcap.worker import active_adapter
+        from catalogcap.training.registry import usable_active
 
-        return active_adapter(app.engine)
+        adapter, refused = usable_active(app.engine, settings.model)
     except CatalogcapError:
         return None
+    if refused is not None:
+        app.err.print(f"warning: active adapter {refused.id} was trained for model {refused.base_model}, not"
+                      f" {settings.model}; captioning without it", markup=False, highlight=False)
+    return adapter

@@ -2,71 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import click
 from sqlmodel import col, select
 
 from catalogcap import redact
 from catalogcap.cli.app import App, pass_app
+from catalogcap.status import store_status, training_status
 from catalogcap.store.models import JOB_STATES
 
 
 def register(cli: click.Group) -> None:
     cli.add_command(status)
     cli.add_command(jobs)
-
-
-def store_status(engine) -> dict:
-    import sqlalchemy as sa
-
-    from catalogcap.store.captions import state_counts
-    from catalogcap.store.database import read_session
-    from catalogcap.store.models import Adapter, Asset, Job, utcnow
-    from catalogcap.store.queue import counts
-
-    with read_session(engine) as session:
-        assets = session.execute(select(sa.func.count()).select_from(Asset)).scalar_one()
-        by_state = dict(session.execute(select(Asset.state, sa.func.count()).group_by(Asset.state)).all())
-        missing = session.execute(
-            select(sa.func.count()).select_from(Asset).where(col(Asset.missing_since).is_not(None))
-        ).scalar_one()
-        adapter = session.exec(select(Adapter).where(Adapter.state == "active")).first()
-        since = utcnow() - timedelta(minutes=5)
-        recent = session.execute(
-            select(sa.func.count()).select_from(Job).where(Job.state == "done", Job.finished_at >= since)
-        ).scalar_one()
-        last_error = session.exec(
-            select(Job).where(col(Job.last_error).is_not(None)).order_by(col(Job.updated_at).desc())
-        ).first()
-        return {
-            "assets": assets,
-            "assets_by_state": by_state,
-            "missing": missing,
-            "captions": state_counts(session),
-            "jobs": counts(session),
-            "adapter": adapter.id if adapter else None,
-            "captions_per_minute": round(recent / 5, 2),
-            "last_error": (
-                {"job": last_error.id, "error": last_error.last_error, "at": last_error.updated_at.isoformat()}
-                if last_error else None
-            ),
-        }
-
-
-def training_status(app: App) -> dict:
-    from catalogcap.training.round import last_run
-    from catalogcap.watch.schedule import next_run
-
-    run = last_run(app.engine)
-    return {
-        "last_run": None if run is None else {
-            "id": run.id, "state": run.state, "promoted": run.promoted, "reason": run.reason,
-            "adapter": run.adapter_id, "started_at": run.started_at.isoformat(),
-            "finished_at": run.finished_at.isoformat() if run.finished_at else None},
-        "next_run": next_run(app.settings.training.schedule).isoformat(timespec="minutes"),
-        "schedule": app.settings.training.schedule,
-    }
 
 
 @click.command()
@@ -79,7 +26,7 @@ def status(app: App, as_json: bool) -> None:
     data = store_status(app.engine)
     pid = holder_pid(app.settings.home)
     data["daemon"] = {"running": pid is not None, "pid": pid}
-    data["training"] = training_status(app)
+    data["training"] = training_status(app.engine, app.settings)
     if as_json:
         app.json(data)
         return
@@ -115,9 +62,9 @@ def jobs() -> None:
 @pass_app
 def jobs_list(app: App, state: str | None, limit: int, as_json: bool) -> None:
     """List jobs, newest first, with attempts and the last error."""
-    from catalogcap.store.captions import primary_path
     from catalogcap.store.database import read_session
     from catalogcap.store.models import Job
+    from catalogcap.store.paths import primary_path
 
     with read_session(app.engine) as session:
         query = select(Job).order_by(col(Job.id).desc()).limit(limit)

@@ -141,10 +141,9 @@ def adapters_show(app: App, adapter_id: str) -> None:
 def adapters_promote(app: App, adapter_id: str, reason: str) -> None:
     """Make ADAPTER_ID active now, bypassing the gate (recorded as manual)."""
     from catalogcap.plugins import hooks_for
-    from catalogcap.training import registry
+    from catalogcap.services import adapters as service
 
-    adapter = registry.promote(app.engine, adapter_id, reason=reason, manual=True)
-    hooks_for(app).adapter_promoted(adapter)
+    adapter = service.promote(app.engine, hooks_for(app), adapter_id, model=app.settings.model, reason=reason)
     app.console.print(f"adapter {adapter.id} is active")
 
 
@@ -152,10 +151,12 @@ def adapters_promote(app: App, adapter_id: str, reason: str) -> None:
 @pass_app
 def adapters_rollback(app: App) -> None:
     """Go back to the adapter that was active before the current one (or the base model)."""
-    from catalogcap.training import registry
+    from catalogcap.plugins import hooks_for
+    from catalogcap.services import adapters as service
 
-    previous = registry.rollback(app.engine)
-    app.console.print(f"active: {previous.id if previous else 'none (base model)'}")
+    result = service.rollback(app.engine, hooks_for(app))
+    app.console.print(f"rolled back {result.rolled_back.id}; "
+                      f"active: {result.active.id if result.active else 'none (base model)'}")
 
 
 @adapters.command("delete")
@@ -163,9 +164,9 @@ def adapters_rollback(app: App) -> None:
 @pass_app
 def adapters_delete(app: App, adapter_id: str) -> None:
     """Delete an adapter's files (never the active one); its record stays for traceability."""
-    from catalogcap.training import registry
+    from catalogcap.services import adapters as service
 
-    registry.delete(app.engine, adapter_id)
+    service.delete(app.engine, adapter_id)
     app.console.print(f"adapter {adapter_id} deleted")
 
 
@@ -177,27 +178,11 @@ def adapters_delete(app: App, adapter_id: str) -> None:
 @pass_app
 def recaption(app: App, state: str, now: bool, as_json: bool) -> None:
     """Caption images whose captions are still pending again, with the active adapter."""
-    from sqlmodel import select
+    from catalogcap.plugins import hooks_for
+    from catalogcap.services.recaption import recaption as service
 
-    from catalogcap.store.database import write_session
-    from catalogcap.store.models import Caption
-    from catalogcap.store.queue import enqueue
-    from catalogcap.worker import Worker
-
-    with write_session(app.engine) as session:
-        asset_ids = sorted(set(session.exec(select(Caption.asset_id).where(Caption.state == state)).all()))
-        for asset_id in asset_ids:
-            enqueue(session, asset_id)
-    captioned = 0
-    if now and asset_ids:
-        from catalogcap.plugins import hooks_for
-
-        worker = Worker(app.engine, app.settings, on_captions=hooks_for(app).captions_created)
-        try:
-            captioned = worker.drain().captioned
-        finally:
-            worker.close()
+    result = service(app.engine, app.settings, hooks_for(app), state=state, now=now)
     if as_json:
-        app.json({"queued": len(asset_ids), "captioned": captioned})
+        app.json({"queued": result.queued, "captioned": result.captioned})
     else:
-        app.console.print(f"{len(asset_ids)} image(s) queued, {captioned} captioned")
+        app.console.print(f"{result.queued} image(s) queued, {result.captioned} captioned")

@@ -17,8 +17,9 @@ FAILURE_KEY = "plugin_failures:"
 class Hooks:
     """Fires hooks with snapshots read from the store; never raises into the caller.
 
-    Hooks run in the caller's thread; a plugin that raises is logged, counted in this
-    process and recorded in the store (`plugin_failures`), and the caller carries on."""
+    Hooks run in the caller's thread; a plugin that raises is logged, counted by the
+    manager and recorded in the store (`plugin_failures`), and the caller carries on.
+    It implements `catalogcap.services.Announcer`: the services call it after each commit."""
 
     def __init__(self, engine: Any, enabled: list[str] | None = None, settings: Any = None) -> None:
         from catalogcap.plugins.manager import make_manager
@@ -45,11 +46,8 @@ class Hooks:
             return caption_events(session, list(caption_ids))
 
     def _fire(self, hook_name: str, caption_ids: list[int], **kwargs: Any) -> None:
-        from catalogcap.plugins.manager import call_safely, failures
-
         if not caption_ids or not getattr(self.pm.hook, hook_name).get_hookimpls():
             return
-        before = dict(failures)
         try:
             settings = self.settings
             events = self._events(caption_ids)
@@ -57,8 +55,8 @@ class Hooks:
             log.error("plugins not called for captions %s: %s: %s", caption_ids[:5], type(exc).__name__, exc)
             return
         for event in events:
-            call_safely(self.pm, hook_name, caption=event, settings=settings, **kwargs)
-        self._record(before)
+            self.pm.call(hook_name, caption=event, settings=settings, **kwargs)
+        self._save_failures()
 
     def captions_created(self, caption_ids: list[int]) -> None:
         self._fire("caption_created", caption_ids)
@@ -67,26 +65,31 @@ class Hooks:
         self._fire("caption_reviewed", caption_ids, decision=decision)
 
     def adapter_promoted(self, adapter_row: Any) -> None:
-        from catalogcap.plugins.events import adapter_event
-        from catalogcap.plugins.manager import call_safely, failures
+        self._fire_adapter("adapter_promoted", adapter_row)
 
-        before = dict(failures)
+    def adapter_rolled_back(self, adapter_row: Any, active_row: Any | None) -> None:
+        from catalogcap.plugins.events import adapter_event
+
+        self._fire_adapter("adapter_rolled_back", adapter_row,
+                           active=adapter_event(active_row) if active_row is not None else None)
+
+    def _fire_adapter(self, hook_name: str, adapter_row: Any, **kwargs: Any) -> None:
+        from catalogcap.plugins.events import adapter_event
+
         try:
             event, settings = adapter_event(adapter_row), self.settings
         except Exception as exc:
             log.error("could not prepare adapter %s for plugins: %s", getattr(adapter_row, "id", "?"), exc)
             return
-        call_safely(self.pm, "adapter_promoted", adapter=event, settings=settings)
-        self._record(before)
+        self.pm.call(hook_name, adapter=event, settings=settings, **kwargs)
+        self._save_failures()
 
-    def _record(self, before: dict[str, int]) -> None:
-        """Add this call's failures to the store's per-plugin counters, best effort."""
-        from catalogcap.plugins.manager import failures, last_errors
-
-        new = {name: n - before.get(name, 0) for name, n in failures.items() if n > before.get(name, 0)}
+    def _save_failures(self) -> None:
+        """Add the failures since the last save to the store's per-plugin counters, best effort."""
+        new, errors = self.pm.take_unsaved()
         if new:
             try:
-                record_failures(self.engine, new, last_errors)
+                record_failures(self.engine, new, errors)
             except Exception as exc:
                 log.error("could not record plugin failures %s in the store: %s", new, exc)
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pluggy
 from pydantic import BaseModel, ValidationError
 
 from catalogcap import redact
 from catalogcap.errors import SettingsError
-from catalogcap.plugins.manager import record_failure
+from catalogcap.plugins.manager import PluginManager
 
 
-def settings_models(pm: pluggy.PluginManager) -> dict[str, tuple[type[BaseModel], str]]:
+def settings_models(pm: PluginManager) -> dict[str, tuple[type[BaseModel], str]]:
     """Section name -> (pydantic model, plugin that registered it)."""
     found: dict[str, tuple[type[BaseModel], str]] = {}
     for impl in reversed(pm.hook.register_settings.get_hookimpls()):
@@ -30,7 +29,7 @@ def settings_models(pm: pluggy.PluginManager) -> dict[str, tuple[type[BaseModel]
         try:
             impl.function(register)
         except Exception as exc:
-            record_failure(impl.plugin_name, "register_settings", exc)
+            pm.record_failure(impl.plugin_name, "register_settings", exc)
     return found
 
 
@@ -62,7 +61,7 @@ def validate_section(model: type[BaseModel], section: str, raw: dict[str, Any]) 
         raise SettingsError("; ".join(problems)) from None
 
 
-def plugin_settings(pm: pluggy.PluginManager, settings: Any, section: str,
+def plugin_settings(pm: PluginManager, settings: Any, section: str,
                     overrides: dict[str, Any] | None = None) -> BaseModel | None:
     """The validated settings of `section` (None when no plugin registered it)."""
     models = settings_models(pm)

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from catalogcap.store.models import KINDS, Adapter, Asset, AssetPath, Caption
+from catalogcap.store.paths import live_paths
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class CaptionEvent:
     id: int
     asset_id: int
     fingerprint: str
-    paths: tuple[str, ...]  # live paths of the image (first is the primary one)
+    paths: tuple[str, ...]  # live paths of the image, primary first (store/paths.py)
     kind: str
     text: str
     model_text: str
@@ -76,13 +77,7 @@ def _chunk(session: Session, caption_ids: list[int]) -> list[CaptionEvent]:
         select(Caption, Asset).join(Asset, col(Asset.id) == Caption.asset_id)
         .where(col(Caption.id).in_(caption_ids)).order_by(Caption.id)
     ).all()
-    asset_ids = {asset.id for _, asset in rows}
-    paths: dict[int, list[str]] = {}
-    for row in session.exec(
-        select(AssetPath).where(col(AssetPath.asset_id).in_(asset_ids), col(AssetPath.missing).is_(False))
-        .order_by(AssetPath.id)
-    ).all():
-        paths.setdefault(row.asset_id, []).append(row.path)
+    paths = live_paths(session, {asset.id for _, asset in rows})
     return [
         CaptionEvent(c.id, c.asset_id, a.fingerprint, tuple(paths.get(a.id, [])), c.kind, c.text,
                      c.model_text, c.state, c.model, c.adapter_id, c.version, c.reviewer, c.reviewed_at,

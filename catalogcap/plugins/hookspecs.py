@@ -41,3 +41,8 @@ def caption_reviewed(caption, decision, settings):
 @hookspec
 def adapter_promoted(adapter, settings):
     """A newly trained adapter (an AdapterEvent) became the active one."""
+
+
+@hookspec
+def adapter_rolled_back(adapter, active, settings):
+    """`adapters rollback` took an adapter down; active is the AdapterEvent now in use, or None for the base model."""

@@ -1,8 +1,11 @@
 """Loading plugins and calling their hooks so that one broken plugin never stops the rest.
 
 Plugins are found through the `catalogcap` entry-point group (plus the built-in ones,
-registered the same way). A hook implementation that raises is logged with the plugin's
-name and counted in `failures`; the other plugins still run and the caller carries on.
+registered the same way). Each plugin's implementation is called through pluggy's own
+hook caller, one plugin at a time, so one that raises is logged with its name and counted
+by the manager, and the other plugins still run. Hook wrappers are refused at
+registration: a wrapper would run around the other plugins' calls and could swallow or
+re-raise their errors, which the isolation here promises not to happen.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import fnmatch
 import importlib
 import logging
 import re
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,8 +28,6 @@ from catalogcap import redact
 from catalogcap.plugins import hookspecs
 
 log = logging.getLogger("catalogcap.plugins")
-failures: Counter[str] = Counter()
-last_errors: dict[str, str] = {}
 BUILTIN_MODULES = ("catalogcap.plugins.builtin",)
 SLOW_SECONDS = 0.5
 EXPORTER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -39,8 +41,15 @@ class Exporter:
     plugin: str
 
 
+class WrapperRefused(pluggy.PluginValidationError):
+    """A plugin implements a catalogcap hook as a hook wrapper, which catalogcap does not run."""
+
+
 class PluginManager(pluggy.PluginManager):
-    """pluggy's manager plus what `plugins list` reports about plugins that did not load."""
+    """pluggy's manager, plus the plugins that did not load and each plugin's failures.
+
+    The failure counters are shared by every thread that calls hooks through this manager
+    (the daemon's worker, the API's thread pool), so they are changed under a lock."""
 
     def __init__(self) -> None:
         super().__init__("catalogcap")
@@ -48,6 +57,67 @@ class PluginManager(pluggy.PluginManager):
         self.skipped: dict[str, Distribution | None] = {}  # installed, not allowed by the setting
         self.broken: dict[str, str] = {}  # failed to import: the error
         self.dists: dict[str, Distribution | None] = {}
+        self._lock = threading.Lock()
+        self._failures: Counter[str] = Counter()
+        self._last_errors: dict[str, str] = {}
+        self._unsaved: Counter[str] = Counter()  # failures not yet handed to `take_unsaved`
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        """Register `plugin`, refusing one that implements a catalogcap hook as a wrapper."""
+        wrappers = [attr for attr in dir(plugin) if attr in self.hook.__dict__
+                    and (opts := self.parse_hookimpl_opts(plugin, attr)) is not None
+                    and (opts.get("hookwrapper") or opts.get("wrapper"))]
+        if wrappers:
+            raise WrapperRefused(plugin, f"plugin {name or plugin!r}: hook wrappers are not supported"
+                                 f" ({', '.join(sorted(wrappers))}); implement the hook plainly")
+        return super().register(plugin, name)
+
+    def record_failure(self, plugin: str, hook_name: str, exc: BaseException) -> None:
+        message = redact.text(str(exc))  # a client error message may carry a URL with its password
+        with self._lock:
+            self._failures[plugin] += 1
+            self._unsaved[plugin] += 1
+            self._last_errors[plugin] = f"{hook_name}: {type(exc).__name__}: {message}"
+        log.error("plugin %s failed in %s: %s: %s", plugin, hook_name, type(exc).__name__, message,
+                  exc_info=log.isEnabledFor(logging.DEBUG))
+
+    def failures(self) -> dict[str, int]:
+        """Failures of each plugin in this process."""
+        with self._lock:
+            return dict(self._failures)
+
+    def last_error(self, plugin: str) -> str | None:
+        with self._lock:
+            return self._last_errors.get(plugin)
+
+    def take_unsaved(self) -> tuple[dict[str, int], dict[str, str]]:
+        """Failures since the last call, and each plugin's last error: each failure is handed out once."""
+        with self._lock:
+            new, self._unsaved = dict(self._unsaved), Counter()
+            return new, {name: self._last_errors[name] for name in new}
+
+    def call(self, hook_name: str, **kwargs: Any) -> list[Any]:
+        """Call every plugin's implementation of a hook through pluggy, one plugin at a time so
+        that one raising never stops the others; returns the results that are not None.
+
+        A plugin holding the caller's thread longer than SLOW_SECONDS is logged as slow."""
+        hook = getattr(self.hook, hook_name)
+        impls = hook.get_hookimpls()
+        results: list[Any] = []
+        for impl in reversed(impls):  # pluggy's own order: the last registered first
+            others = [other.plugin for other in impls if other.plugin is not impl.plugin]
+            caller = self.subset_hook_caller(hook_name, others) if others else hook
+            started = time.monotonic()
+            try:
+                results.extend(caller(**kwargs))
+            except Exception as exc:
+                self.record_failure(impl.plugin_name, hook_name, exc)
+            finally:
+                elapsed = time.monotonic() - started
+                if elapsed > SLOW_SECONDS:
+                    log.warning("plugin %s took %.1fs in %s; hooks must return quickly (use a thread or outbox)",
+                                impl.plugin_name, elapsed, hook_name)
+        return results
 
 
 def allowed(name: str, patterns: list[str]) -> bool:
@@ -73,49 +143,15 @@ def make_manager(enabled: list[str] | None = None) -> PluginManager:
         try:
             pm.register(ep.load(), name=ep.name)
         except Exception as exc:
-            failures[ep.name] += 1
-            pm.broken[ep.name] = last_errors[ep.name] = f"{type(exc).__name__}: {redact.text(str(exc))}"
+            pm.broken[ep.name] = f"{type(exc).__name__}: {redact.text(str(exc))}"
+            pm.record_failure(ep.name, "load", exc)
             log.error("plugin %s (%s) could not be loaded: %s", ep.name, ep.value, pm.broken[ep.name])
             continue
         pm.dists[ep.name] = ep.dist
     return pm
 
 
-def record_failure(plugin: str, hook_name: str, exc: BaseException) -> None:
-    failures[plugin] += 1
-    message = redact.text(str(exc))  # a client error message may carry a URL with its password
-    last_errors[plugin] = f"{hook_name}: {type(exc).__name__}: {message}"
-    log.error("plugin %s failed in %s: %s: %s", plugin, hook_name, type(exc).__name__, message,
-              exc_info=log.isEnabledFor(logging.DEBUG))
-
-
-def call_safely(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> list[Any]:
-    """Call every implementation of a hook, isolating failures; returns the results.
-
-    An implementation gets the arguments it names (a missing one is None) and is timed:
-    one that holds the caller's thread longer than SLOW_SECONDS is logged as slow."""
-    hook = getattr(pm.hook, hook_name)
-    results = []
-    for impl in reversed(hook.get_hookimpls()):
-        if impl.hookwrapper or impl.wrapper:
-            continue
-        started = time.monotonic()
-        try:
-            result = impl.function(*[kwargs.get(arg) for arg in impl.argnames])
-        except Exception as exc:
-            record_failure(impl.plugin_name, hook_name, exc)
-            continue
-        finally:
-            elapsed = time.monotonic() - started
-            if elapsed > SLOW_SECONDS:
-                log.warning("plugin %s took %.1fs in %s; hooks must return quickly (use a thread or outbox)",
-                            impl.plugin_name, elapsed, hook_name)
-        if result is not None:
-            results.append(result)
-    return results
-
-
-def exporters(pm: pluggy.PluginManager) -> dict[str, Exporter]:
+def exporters(pm: PluginManager) -> dict[str, Exporter]:
     """Every registered exporter by name (built-ins first; a later plugin may replace one, with a warning)."""
     found: dict[str, Exporter] = {}
     for impl in reversed(pm.hook.register_exporters.get_hookimpls()):
@@ -132,56 +168,5 @@ def exporters(pm: pluggy.PluginManager) -> dict[str, Exporter]:
         try:
             impl.function(register)
         except Exception as exc:
-            record_failure(impl.plugin_name, "register_exporters", exc)
+            pm.record_failure(impl.plugin_name, "register_exporters", exc)
     return found
-
-
-def describe(pm: PluginManager) -> list[dict[str, Any]]:
-    """Installed plugins with versions, hooks, exporters and failures (for `plugins list`)."""
-    from catalogcap.plugins.config import settings_docs, settings_models
-
-    by_plugin: dict[str, list[str]] = {}
-    for exporter in exporters(pm).values():
-        by_plugin.setdefault(exporter.plugin, []).append(exporter.name)
-    sections: dict[str, dict[str, Any]] = {}
-    for section, (model, plugin) in settings_models(pm).items():
-        sections.setdefault(plugin, {})[section] = settings_docs(model)
-    items = []
-    for name, plugin in pm.list_name_plugin():
-        items.append(_item(name, pm.dists.get(name), "loaded", hooks=sorted(
-            h.name for h in pm.get_hookcallers(plugin) or []), exporters=sorted(by_plugin.get(name, [])),
-            settings=sections.get(name, {})))
-    for name, dist in pm.skipped.items():
-        items.append(_item(name, dist, "disabled", error="not allowed by the `plugins` setting"))
-    for name, error in pm.broken.items():
-        items.append(_item(name, None, "broken", error=error))
-    return sorted(items, key=lambda item: item["name"])
-
-
-def _item(name: str, dist: Distribution | None, status: str, **extra: Any) -> dict[str, Any]:
-    builtin = name in {m.rsplit(".", 1)[-1] for m in BUILTIN_MODULES} and dist is None
-    data = {
-        "name": name,
-        "status": status,
-        "package": dist.metadata["Name"] if dist else "catalogcap",
-        "version": dist.version if dist else own_version(),
-        "builtin": builtin,
-        "hooks": [],
-        "exporters": [],
-        "settings": {},
-        "failures": failures.get(name, 0),
-        "last_error": last_errors.get(name),
-    }
-    data.update(extra)
-    return data
-
-
-def own_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("catalogcap")
-    except PackageNotFoundError:
-        import catalogcap
-
-        return getattr(catalogcap, "__version__", "dev")

@@ -24,12 +24,12 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from catalogcap.errors import NotFound
-from catalogcap.store.captions import DEFAULT_ALT_TEXT_LIMIT, Conflict, decide, restore
-from catalogcap.store.database import create_store_engine, write_session
+from catalogcap.services import Callbacks
+from catalogcap.services.captions import Decided, Decision, decide_together, restore_together
+from catalogcap.store.captions import DEFAULT_ALT_TEXT_LIMIT
+from catalogcap.store.database import create_store_engine
 from catalogcap.store.models import Caption
 
-SNAPSHOT_FIELDS = ("state", "text", "reviewer", "reviewed_at", "reject_reason")
 UNDO_DEPTH = 200
 RETRY_SECONDS = 120.0
 TURN_MS = 50
@@ -104,7 +104,7 @@ class Decisions:
         self.engine = engine
         self.reviewer = reviewer
         self.alt_text_limit = alt_text_limit
-        self.on_reviewed = on_reviewed
+        self.announce = Callbacks(reviewed=on_reviewed)  # called by the services after each commit
         self._undo: list[tuple[str, list[_Done]]] = []
 
     @property
@@ -125,60 +125,29 @@ class Decisions:
     def decide(self, targets: Iterable[tuple[int, int | None]], decision: str, *, text: str | None = None,
                reason: str | None = None) -> Outcome:
         """Apply `decision` to each (caption id, version seen) in one transaction."""
+        wanted = Decision(decision, self.reviewer, text=text, reason=reason, alt_text_limit=self.alt_text_limit)
         targets = list(targets)
-        outcome, done = self._retrying(lambda: self._decide(targets, decision, text, reason))
-        if done:
-            self._undo.append((decision, done))
+        decided = self._retrying(lambda: decide_together(self.engine, self.announce, targets, wanted))
+        if decided.changes:
+            self._undo.append((decision, [_Done(c.after.id, c.before, c.after.version) for c in decided.changes]))
             del self._undo[:-UNDO_DEPTH]
-            self._notify(outcome.ids, decision)
-        return outcome
-
-    def _decide(self, targets: list[tuple[int, int | None]], decision: str, text: str | None,
-                reason: str | None) -> tuple[Outcome, list[_Done]]:
-        outcome = Outcome(decision)
-        done: list[_Done] = []
-        with write_session(self.engine) as session:
-            for caption_id, version in targets:
-                caption = session.get(Caption, caption_id)
-                if caption is None:
-                    outcome.missing.append(caption_id)
-                    continue
-                before = {name: getattr(caption, name) for name in SNAPSHOT_FIELDS}
-                try:
-                    after = decide(session, caption_id, decision, reviewer=self.reviewer, text=text,
-                                   expected_version=version, reason=reason, alt_text_limit=self.alt_text_limit)
-                except Conflict as exc:
-                    outcome.conflicts.append((Saved.of(exc.caption), str(exc)))
-                    continue
-                outcome.saved.append(Saved.of(after))
-                done.append(_Done(caption_id, before, after.version))
-        return outcome, done
+        return _outcome(decision, decided)
 
     def undo(self) -> Outcome | None:
-        """Revert the last decision (all captions of a bulk accept); None when there is none."""
+        """Revert the last decision (all captions of a bulk accept); None when there is none.
+
+        The decision stays on the undo stack until the undo is written: an undo the database
+        refused (locked past the retries, disk full) can be tried again with the next `u`."""
         if not self._undo:
             return None
-        decision, done = self._undo.pop()
-        outcome = self._retrying(lambda: self._restore(decision, done))
-        self._notify(outcome.ids, "undo")
-        return outcome
+        decision, done = self._undo[-1]
+        undone = [(item.caption_id, item.before, item.version_after) for item in done]
+        decided = self._retrying(lambda: restore_together(self.engine, self.announce, undone))
+        self._undo.pop()
+        return _outcome(f"undo {decision}", decided)
 
-    def _restore(self, decision: str, done: list[_Done]) -> Outcome:
-        outcome = Outcome(f"undo {decision}")
-        with write_session(self.engine) as session:
-            for item in done:
-                try:
-                    caption = restore(session, item.caption_id, item.before,
-                                      expected_version=item.version_after)
-                except Conflict as exc:
-                    outcome.conflicts.append((Saved.of(exc.caption), str(exc)))
-                    continue
-                except NotFound:
-                    outcome.missing.append(item.caption_id)
-                    continue
-                outcome.saved.append(Saved.of(caption))
-        return outcome
 
-    def _notify(self, ids: list[int], decision: str) -> None:
-        if ids and self.on_reviewed is not None:
-            self.on_reviewed(ids, decision)
+def _outcome(decision: str, decided: Decided) -> Outcome:
+    return Outcome(decision, saved=[Saved.of(c.after) for c in decided.changes],
+                   conflicts=[(Saved.of(c.caption), str(c)) for c in decided.conflicts],
+                   missing=list(decided.missing))

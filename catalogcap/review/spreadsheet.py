@@ -29,6 +29,7 @@ from sqlalchemy.engine import Engine
 from catalogcap import csvcells
 from catalogcap.errors import CatalogcapError
 from catalogcap.review.queue import Filters, page
+from catalogcap.services import SILENT, Announcer
 from catalogcap.store.captions import decide, length_problem
 from catalogcap.store.database import read_session, write_session
 from catalogcap.store.models import Caption
@@ -211,8 +212,9 @@ def _outcome(caption: Caption, row: Row) -> tuple[str, str]:
 
 
 def import_csv(engine: Engine, source: str, fp: TextIO, *, reviewer: str, alt_text_limit: int,
-               overwrite: bool = False) -> ImportReport:
-    """Check the whole file, then apply it in one transaction (see the module docstring)."""
+               overwrite: bool = False, announce: Announcer = SILENT) -> ImportReport:
+    """Check the whole file, then apply it in one transaction (see the module docstring); what was
+    applied is announced to `announce` after the commit."""
     rows, bad, blank = read_rows(source, fp)
     bad += check_rows(engine, rows, alt_text_limit=alt_text_limit)
     if bad:
@@ -235,4 +237,6 @@ def import_csv(engine: Engine, source: str, fp: TextIO, *, reviewer: str, alt_te
                    text=None if row.decision == "reject" else final, expected_version=caption.version,
                    alt_text_limit=alt_text_limit)
             report.applied.setdefault(row.decision, []).append(row.caption_id)
+    for decision, ids in report.applied.items():
+        announce.captions_reviewed(ids, decision)
     return report

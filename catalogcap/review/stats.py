@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from rapidfuzz.distance import Levenshtein
 from sqlmodel import Session
 
 from catalogcap.store.models import Caption
@@ -47,24 +48,8 @@ class AdapterStats:
 
 
 def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance in characters; corrections are mostly a word, so the common
-    prefix and suffix are cut off first and the quadratic part stays small."""
-    start = 0
-    while start < min(len(a), len(b)) and a[start] == b[start]:
-        start += 1
-    end = 0
-    while end < min(len(a), len(b)) - start and a[-1 - end] == b[-1 - end]:
-        end += 1
-    a, b = a[start : len(a) - end], b[start : len(b) - end]
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, char_a in enumerate(a, 1):
-        current = [i]
-        for j, char_b in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
-        previous = current
-    return previous[-1]
+    """Levenshtein distance in characters (insertions, deletions, substitutions)."""
+    return Levenshtein.distance(a, b)
 
 
 def _ratio(part: int, whole: int) -> float | None:

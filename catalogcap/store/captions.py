@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 
 from catalogcap.errors import CatalogcapError, NotFound
 from catalogcap.store.models import CAPTION_STATES, KINDS, Asset, AssetPath, Caption, utcnow
+from catalogcap.store.paths import primary_path_of
 
 DECISIONS = ("accept", "edit", "reject", "reset")
 DEFAULT_ALT_TEXT_LIMIT = 125  # the alt_text_limit setting's default
@@ -173,26 +174,6 @@ class CaptionRow:
         }
 
 
-def primary_path(session: Session, asset_id: int) -> str | None:
-    """The asset's first live path (else its most recently seen one)."""
-    rows = session.exec(
-        select(AssetPath).where(AssetPath.asset_id == asset_id).order_by(col(AssetPath.missing), AssetPath.id)
-    ).all()
-    return rows[0].path if rows else None
-
-
-def _path_subquery():
-    """The asset's first live path (else a missing one), found through the asset_id index."""
-    return (
-        select(AssetPath.path)
-        .where(AssetPath.asset_id == Caption.asset_id)
-        .order_by(col(AssetPath.missing), AssetPath.path)
-        .limit(1)
-        .correlate(Caption)
-        .scalar_subquery()
-    )
-
-
 def list_captions(
     session: Session, *, state: str | None = None, kind: str | None = None, limit: int | None = None,
     after_id: int = 0, asset_id: int | None = None, search: str | None = None, folder: str | None = None,
@@ -202,7 +183,7 @@ def list_captions(
         raise CatalogcapError(f"unknown caption state {state!r}; use one of {', '.join(CAPTION_STATES)}")
     if kind is not None and kind not in KINDS:
         raise CatalogcapError(f"unknown caption kind {kind!r}; use one of {', '.join(KINDS)}")
-    path = _path_subquery().label("path")
+    path = primary_path_of(Caption.asset_id).label("path")
     query = select(Caption, path).where(Caption.id > after_id).order_by(Caption.id)
     if state:
         query = query.where(Caption.state == state)

@@ -13,7 +13,7 @@ import secrets
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
@@ -105,8 +105,13 @@ def reject(engine: Engine, adapter_id: str, reason: str) -> None:
             session.add(adapter)
 
 
-def rollback(engine: Engine) -> Adapter | None:
-    """Reactivate the adapter that was active before the current one (None: the base model)."""
+class Rollback(NamedTuple):
+    rolled_back: Adapter  # the adapter that was active
+    active: Adapter | None  # the one active now (None: the base model)
+
+
+def rollback(engine: Engine) -> Rollback:
+    """Reactivate the adapter that was active before the current one (none: the base model)."""
     now = utcnow()
     with write_session(engine) as session:
         current = session.exec(select(Adapter).where(Adapter.state == "active")).first()
@@ -124,10 +129,10 @@ def rollback(engine: Engine) -> Adapter | None:
             previous.state, previous.promoted_at, previous.retired_at = "active", previous.promoted_at, None
             previous.config = {**previous.config, "rollback": {"at": now.isoformat(), "from": current.id}}
             session.add(previous)
-    return previous
+    return Rollback(current, previous)
 
 
-def delete(engine: Engine, adapter_id: str) -> None:
+def delete(engine: Engine, adapter_id: str) -> Adapter:
     """Remove an adapter's files; its row stays (state deleted) so old captions stay traceable."""
     with write_session(engine) as session:
         adapter = session.get(Adapter, adapter_id)
@@ -140,3 +145,15 @@ def delete(engine: Engine, adapter_id: str) -> None:
         path = Path(adapter.path)
     if path.is_dir():
         shutil.rmtree(path)
+    return adapter
+
+
+def foreign(adapter: Adapter | None, model: str) -> bool:
+    """True when `adapter` was trained for another base model than `model` (it cannot be applied)."""
+    return adapter is not None and adapter.base_model != model
+
+
+def usable_active(engine: Engine, model: str) -> tuple[Adapter | None, Adapter | None]:
+    """(the active adapter if it fits `model`, the active adapter refused because it does not)."""
+    adapter = active(engine)
+    return (None, adapter) if foreign(adapter, model) else (adapter, None)

@@ -25,13 +25,11 @@ from catalogcap import images
 from catalogcap.errors import CatalogcapError
 from catalogcap.intake import Registered, display, mark_path_missing, register_file, scan
 from catalogcap.settings import Settings
-from catalogcap.store.database import write_session
-from catalogcap.store.models import Job
 from catalogcap.store.queue import new_owner, recover_stale
 from catalogcap.watch.arrivals import ArrivalHandler, StabilityTracker
 from catalogcap.watch.lock import DaemonLock
 from catalogcap.watch.schedule import TrainingScheduler
-from catalogcap.worker import Worker
+from catalogcap.worker import Worker, WorkerThread
 
 log = logging.getLogger("catalogcap.watch")
 
@@ -53,6 +51,9 @@ class Daemon:
         self.work_event = threading.Event()
         self.owner = new_owner("watch")
         self.worker = worker or Worker(engine, settings, owner=self.owner, on_captions=on_captions)
+        self.owner = self.worker.owner
+        self.worker_thread = WorkerThread(self.worker, name="worker", stop_timeout=stop_timeout,
+                                          stop_event=self.stop_event, wake_event=self.work_event)
         self.tracker = StabilityTracker(settings.watch.quiet_seconds, self._arrived)
         self.lock = DaemonLock(settings.home)
         self.schedule_training = schedule_training
@@ -117,10 +118,6 @@ class Daemon:
         except Exception:
             log.exception("could not mark %s missing", display(path))
 
-    # -- worker ---------------------------------------------------------------------
-    def _work(self) -> None:
-        self.worker.run_until(self.stop_event, self.work_event)
-
     # -- lifecycle ---------------------------------------------------------------------
     def reconcile(self) -> None:
         recovered = recover_stale(self.engine)
@@ -153,7 +150,6 @@ class Daemon:
             self.reconcile()
             threads = [
                 threading.Thread(target=self.tracker.run, args=(self.stop_event,), name="arrivals", daemon=True),
-                threading.Thread(target=self._work, name="worker", daemon=True),
             ]
             if self.schedule_training:
                 scheduler = TrainingScheduler(self.engine, self.settings, self.stop_event)
@@ -161,6 +157,7 @@ class Daemon:
                 threads.append(threading.Thread(target=scheduler.run, name="training-schedule", daemon=True))
             for thread in threads:
                 thread.start()
+            self.worker_thread.start(recover=False)  # reconcile recovered the stale jobs already
             log.info("watching %s (%s observer)", ", ".join(map(str, self.folders)),
                      "polling" if self.settings.watch.polling else "native")
             if ready is not None:
@@ -174,11 +171,8 @@ class Daemon:
             deadline = time.monotonic() + self.stop_timeout
             for thread in threads:
                 thread.join(max(deadline - time.monotonic(), 0))
-            if any(t.is_alive() for t in threads):
-                released = self.release_leases()
-                log.warning("stopped before the batch in hand finished; released %d job(s)", released)
-            else:
-                self.worker.close()
+            # past the deadline the batch in hand goes back to the queue (its captions were not committed)
+            self.worker_thread.stop(timeout=max(deadline - time.monotonic(), 0))
             observer.join(5)
             self.lock.release()
             log.info("stopped")
@@ -187,12 +181,3 @@ class Daemon:
     def stop(self) -> None:
         self.stop_event.set()
         self.work_event.set()
-
-    def release_leases(self) -> int:
-        """Give our running jobs back to the queue (their captions were not committed)."""
-        with write_session(self.engine) as session:
-            result = session.execute(
-                sa.update(Job).where(Job.lease_owner == self.owner, Job.state == "running")
-                .values(state="pending", lease_owner=None, lease_expires=None, attempts=Job.attempts - 1)
-            )
-        return result.rowcount

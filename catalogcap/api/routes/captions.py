@@ -22,9 +22,12 @@ from catalogcap.api import auth
 from catalogcap.api.context import ApiContext, get_ctx
 from catalogcap.api.problems import ApiProblem
 from catalogcap.api.schemas import MAX_ID, CaptionOut, CaptionPage, CaptionState, Kind, ReviewIn
-from catalogcap.store.captions import Conflict, decide
-from catalogcap.store.database import read_session, write_session
-from catalogcap.store.models import ApiToken, Asset, AssetPath, Caption
+from catalogcap.services import SILENT, Deferred
+from catalogcap.services.captions import Decision, decide_one
+from catalogcap.store.captions import Conflict
+from catalogcap.store.database import read_session
+from catalogcap.store.models import ApiToken, Asset, Caption
+from catalogcap.store.paths import primary_path_of
 
 router = APIRouter(tags=["captions"])
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -70,13 +73,7 @@ def _parse_since(text: str) -> datetime:
 
 
 def _path_column():
-    return (
-        select(sa.func.min(AssetPath.path))
-        .where(AssetPath.asset_id == Caption.asset_id, col(AssetPath.missing).is_(False))
-        .correlate(Caption)
-        .scalar_subquery()
-        .label("path")
-    )
+    return primary_path_of(Caption.asset_id).label("path")
 
 
 @router.get("/v1/captions", response_model=CaptionPage, summary="Captions changed since a cursor, oldest first",
@@ -179,18 +176,17 @@ def review_caption(
     The reviewer recorded is the token's name (`api:shop-backend`); a `reviewer` the client
     names is kept beside it (`maria (api:shop-backend)`), so a decision is always traceable to
     the token that made it. Text over the kind's limit is 422 `text_too_long`."""
+    announce = Deferred(ctx.hooks, background.add_task) if ctx.hooks is not None else SILENT
+    wanted = Decision(decision.decision, recorded_reviewer(token, decision.reviewer),
+                      text=getattr(decision, "text", None), reason=getattr(decision, "reason", None),
+                      alt_text_limit=ctx.settings.alt_text_limit)
     try:
-        with write_session(ctx.engine) as session:
-            decide(session, caption_id, decision.decision, reviewer=recorded_reviewer(token, decision.reviewer),
-                   text=getattr(decision, "text", None), reason=getattr(decision, "reason", None),
-                   expected_version=expected_version(if_match), alt_text_limit=ctx.settings.alt_text_limit)
+        decide_one(ctx.engine, announce, caption_id, wanted, expected_version=expected_version(if_match))
     except Conflict as exc:
         current = _caption_out(ctx, caption_id)
         raise ApiProblem(409, "Conflict", str(exc), code="conflict", current_version=current.version,
                          current_state=current.state, headers={"ETag": f'"{current.version}"'}) from None
     out = _caption_out(ctx, caption_id)
-    if ctx.hooks is not None:
-        background.add_task(ctx.hooks.captions_reviewed, [caption_id], decision.decision)
     response.headers["ETag"] = f'"{out.version}"'
     return out
 

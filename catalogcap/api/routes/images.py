@@ -20,9 +20,9 @@ from catalogcap.api.schemas import FINGERPRINT, AssetOut, CaptionOut, ImageCapti
 from catalogcap.api.tokens import scope_allows
 from catalogcap.api.uploads import Limits, place, resolve_registered, sniff, spool, upload_root
 from catalogcap.intake import Registered, register_file
-from catalogcap.store.captions import primary_path
 from catalogcap.store.database import read_session
 from catalogcap.store.models import ApiToken, Asset, AssetPath, Caption, Job
+from catalogcap.store.paths import primary_path
 
 upload_router = APIRouter(tags=["images"])
 router = APIRouter(tags=["images"])

@@ -12,7 +12,7 @@ from catalogcap.api.context import ApiContext, get_ctx
 from catalogcap.api.metrics import CONTENT_TYPE
 from catalogcap.api.problems import ApiProblem
 from catalogcap.api.schemas import AdapterOut, Health, StatusOut, WorkerOut
-from catalogcap.cli.status import store_status
+from catalogcap.status import store_status
 from catalogcap.store.database import read_session
 from catalogcap.store.models import Adapter, ApiToken
 
@@ -57,9 +57,7 @@ def healthz(ctx: ApiContext = Depends(get_ctx)) -> Health:
 @router.get("/metrics", response_class=PlainTextResponse, tags=["system"],
             summary="Prometheus metrics (text exposition format 0.0.4)")
 def metrics(_token: ApiToken = Depends(auth.read), ctx: ApiContext = Depends(get_ctx)) -> PlainTextResponse:
-    from catalogcap.plugins.manager import failures
-
-    text = ctx.metrics.render(ctx.engine, store_status(ctx.engine),
-                              worker_captioned=ctx.worker.captioned if ctx.worker else 0,
-                              plugin_failures=dict(failures))
-    return PlainTextResponse(text, media_type=CONTENT_TYPE)
+    ctx.metrics.watch_store(ctx.engine, lambda: store_status(ctx.engine),
+                            worker_captioned=lambda: ctx.worker.captioned if ctx.worker else 0,
+                            plugin_failures=ctx.plugin_failures)
+    return PlainTextResponse(ctx.metrics.render(), media_type=CONTENT_TYPE)

@@ -1,4 +1,4 @@
-"""The captioning worker: claim a batch of jobs, read the images, caption, commit.
+"""Batches: claim jobs, read the images, caption, commit.
 
 Captions and the job's completion are written in one transaction, so a crash between
 captioning and committing loses nothing: the job's lease expires (or its dead owner is
@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,10 +26,14 @@ from catalogcap.intake import rejection_reason
 from catalogcap.settings import KINDS, Settings
 from catalogcap.store.captions import save_model_captions
 from catalogcap.store.database import read_session, write_session
-from catalogcap.store.models import Adapter, Asset, AssetPath, utcnow
-from catalogcap.store.queue import Claimed, claim, complete, fail, new_owner, release, renew, runnable_count
+from catalogcap.store.models import Asset, AssetPath, utcnow
+from catalogcap.store.paths import LIVE_FIRST
+from catalogcap.store.queue import Claimed, claim, complete, fail, new_owner, release, runnable_count
+from catalogcap.worker.adapters import CaptionerCache, CaptionerFactory
+from catalogcap.worker.captioner import BatchCaptioner, PixelReader
+from catalogcap.worker.leases import LeaseKeeper
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("catalogcap.worker")
 
 
 @dataclass
@@ -51,11 +54,6 @@ class BatchResult:
         self.caption_ids += other.caption_ids
 
 
-def active_adapter(engine: Engine) -> Adapter | None:
-    with read_session(engine) as session:
-        return session.exec(select(Adapter).where(Adapter.state == "active")).first()
-
-
 class Worker:
     """Captions queued jobs with the model and the active adapter (reloaded when it changes)."""
 
@@ -65,37 +63,22 @@ class Worker:
         settings: Settings,
         *,
         owner: str | None = None,
-        captioner_factory: Callable[[Settings, Adapter | None], Any] | None = None,
+        captioner_factory: CaptionerFactory | None = None,
         on_captions: Callable[[list[int]], None] | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.owner = owner or new_owner()
-        self._factory = captioner_factory or _default_factory
-        self._captioner: Any = None
-        self._adapter_key: tuple[str, str] | None = None
+        self._captioners = CaptionerCache(engine, settings, captioner_factory)
         threads = settings.engine.decode_threads or min(8, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="catalogcap-decode")
         self.on_captions = on_captions
         self.captioned_total = 0  # images captioned by `run_until`
         self.errors = 0  # unexpected errors `run_until` survived
 
-    def captioner(self) -> Any:
-        adapter = active_adapter(self.engine)
-        if adapter is not None and adapter.base_model != self.settings.model:
-            if self._adapter_key != ("mismatch", adapter.id):
-                log.warning("active adapter %s was trained for model %s, not %s; captioning without it",
-                            adapter.id, adapter.base_model, self.settings.model)
-            key: tuple[str, str] | None = ("mismatch", adapter.id)
-            adapter = None
-        else:
-            key = (adapter.id, adapter.path) if adapter else None
-        if self._captioner is None or key != self._adapter_key:
-            if self._captioner is not None:
-                log.info("active adapter changed to %s; reloading the captioner", key[0] if key else "none")
-            self._captioner = self._factory(self.settings, adapter)
-            self._adapter_key = key
-        return self._captioner
+    def captioner(self) -> BatchCaptioner:
+        """The captioner for the adapter active now (reloaded when it changed)."""
+        return self._captioners.get()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -148,35 +131,20 @@ class Worker:
         if not claimed:
             return result
         held = [c.job_id for c in claimed]
-        done = threading.Event()
-        keeper = threading.Thread(target=self._keep_leases, args=(held, done), name="catalogcap-lease", daemon=True)
-        keeper.start()
         try:
-            return self._run_claimed(claimed, result)
+            with LeaseKeeper(self.engine, self.owner, held, self.settings.queue.lease_seconds):
+                return self._run_claimed(claimed, result)
         except BaseException as exc:
             # not the images' fault (the model would not load, the process is stopping...): the
             # jobs go back to the queue now instead of sitting in "running" until the lease ends
             release(self.engine, self.owner, held, error=f"{type(exc).__name__}: {exc}"[:2000])
             raise
-        finally:
-            done.set()
-            keeper.join()
-
-    def _keep_leases(self, job_ids: list[int], done: threading.Event) -> None:
-        """Renew the batch's leases every third of the lease while it runs (a slow model on a
-        big batch must not look dead to other workers)."""
-        lease = self.settings.queue.lease_seconds
-        while not done.wait(lease / 3):
-            try:
-                renew(self.engine, self.owner, job_ids, lease_seconds=lease)
-            except Exception as exc:  # the next renewal or the batch's own commit will tell
-                log.warning("could not renew the leases of %d job(s): %s", len(job_ids), exc)
 
     def _run_claimed(self, claimed: list[Claimed], result: BatchResult) -> BatchResult:
         captioner = self.captioner()
         paths = self._paths([c.asset_id for c in claimed])
-        target = getattr(captioner, "image_size", None)
-        read = getattr(captioner, "load_pixels", None)  # decode to model tensors here, off the model's thread
+        target = captioner.image_size
+        read = captioner.load_pixels if isinstance(captioner, PixelReader) else None  # off the model's thread
         loads = {
             c.job_id: self._pool.submit(self._load, paths.get(c.asset_id), target, read) for c in claimed
         }
@@ -214,8 +182,7 @@ class Worker:
         found: dict[int, Path] = {}
         with read_session(self.engine) as session:
             rows = session.exec(
-                select(AssetPath).where(col(AssetPath.asset_id).in_(asset_ids)).order_by(
-                    col(AssetPath.missing), AssetPath.id)
+                select(AssetPath).where(col(AssetPath.asset_id).in_(asset_ids)).order_by(*LIVE_FIRST)
             ).all()
         for row in rows:
             if row.asset_id not in found and Path(row.path).is_file():
@@ -235,7 +202,7 @@ class Worker:
         except images.ImageRejected as exc:
             return None, rejection_reason(exc), exc.code != "unreadable"
 
-    def _caption(self, captioner: Any, ready: list[tuple[Claimed, Any]], result: BatchResult) -> None:
+    def _caption(self, captioner: BatchCaptioner, ready: list[tuple[Claimed, Any]], result: BatchResult) -> None:
         if not ready:
             return
         try:
@@ -290,19 +257,3 @@ class Worker:
             log.warning("%s: %s", path or f"asset {job.asset_id}", error)
         else:
             result.retrying += 1
-
-
-def _default_factory(settings: Settings, adapter: Adapter | None) -> Any:
-    from catalogcap.captioner import Captioner
-
-    if adapter is None:
-        return Captioner.from_settings(settings)
-    return Captioner.from_settings(settings, adapter_id=adapter.id, adapter_dir=Path(adapter.path))
-
-
-def wait_for_work(engine: Engine, seconds: float, stop: threading.Event | None = None) -> None:
-    """Sleep up to `seconds` (woken early by `stop`)."""
-    if stop is not None:
-        stop.wait(seconds)
-    else:
-        time.sleep(seconds)
