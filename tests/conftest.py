@@ -47,10 +47,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_server():
+def pg_server(request: pytest.FixtureRequest):
     """A throw-away PostgreSQL server for the whole session (skips when it cannot run here)."""
-    import pgserver
+    from tests import pgserver
 
+    if request.config.getoption("--db") == "sqlite":
+        pytest.skip("PostgreSQL runs with --db postgresql or --db both (CATALOGCAP_TEST_DATABASE)")
     reason = pgserver.why_not()
     if reason is not None:
         pytest.skip(reason)

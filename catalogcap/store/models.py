@@ -188,6 +188,19 @@ class ApiToken(SQLModel, table=True):
     revoked_at: datetime | None = _ts(nullable=True)
 
 
+class WorkerRow(SQLModel, table=True):
+    """A captioning process (`catalogcap worker`) and its heartbeat; `status` lists the live ones."""
+
+    __tablename__ = "workers"
+    id: str = Field(primary_key=True, max_length=128)  # the lease owner id of its jobs
+    host: str = Field(max_length=255)
+    pid: int
+    started_at: datetime = _ts()
+    heartbeat_at: datetime = _ts(index=True)
+    jobs_done: int = 0
+    stopped_at: datetime | None = _ts(nullable=True)
+
+
 # Keyset paging of captions by last change (API sync cursor) and the caption-latency metric's
 # scan of finished jobs; declared here so the models keep matching the migrations (0003).
 sa.Index("ix_captions_updated_at_id", Caption.__table__.c.updated_at, Caption.__table__.c.id)
