@@ -198,3 +198,31 @@ def test_watch_queue_only_queues_without_captioning(home: Path, tmp_path: Path,
         daemon.stop()
         thread.join(30)
     assert not thread.is_alive()
+
+
+@pytest.mark.postgresql
+def test_listen_wakes_on_queued_jobs(store_url: str) -> None:
+    """On PostgreSQL a job queued (and committed) by any process wakes idle workers at once."""
+    from catalogcap.store.database import write_session
+    from catalogcap.store.models import Asset
+    from catalogcap.store.queue import enqueue
+    from catalogcap.workers import listen
+
+    engine = create_store_engine(store_url)
+    wake, stop = threading.Event(), threading.Event()
+    thread = threading.Thread(target=listen, args=(engine, wake, stop), daemon=True)
+    thread.start()
+    try:
+        assert wake.wait(30), "listening never started"  # set once on (re)connecting
+        wake.clear()
+        with write_session(engine) as session:
+            asset = Asset(fingerprint="f" * 64, size=1)
+            session.add(asset)
+            session.flush()
+            enqueue(session, asset.id)
+        assert wake.wait(30), "no NOTIFY arrived for the queued job"
+    finally:
+        stop.set()
+        thread.join(10)
+    engine.dispose()
+    assert not thread.is_alive()

@@ -29,6 +29,9 @@ from catalogcap import redact
 from catalogcap.errors import StoreError
 
 BUSY_TIMEOUT_MS = 30_000
+# seconds a PostgreSQL connection may take to open (libpq's connect_timeout, unless the URL sets
+# one): a wrong host or a firewall that drops packets is an error in seconds, not a hang
+CONNECT_TIMEOUT_S = 5
 _migrate_lock = threading.Lock()
 RECOVERY_HINT = ("stop every catalogcap process, copy the file aside, then recover what can be read:"
                  " `sqlite3 {path} .recover | sqlite3 {path}.recovered` and move the recovered file into"
@@ -127,6 +130,8 @@ def create_store_engine(url: str, *, migrate: bool = True) -> Engine:
                 raise StoreError(f"database folder {file.parent} does not exist; run `catalogcap init`")
             _refuse_empty_file(file)
         kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+    elif engine_url.get_backend_name() == "postgresql" and "connect_timeout" not in engine_url.query:
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     try:
         engine = sa.create_engine(engine_url, **kwargs)
     except Exception as exc:  # missing driver (psycopg) etc.
