@@ -103,3 +103,23 @@ def test_times_are_utc_on_a_server_in_another_time_zone(store_url: str) -> None:
         job = session.get(Job, claimed.job_id)
     assert job.lease_expires == when + timedelta(seconds=61)
     engine.dispose()
+
+
+@pytest.mark.postgresql
+def test_processes_starting_together_on_a_new_database_migrate_it_once(store_url: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from catalogcap.store.database import current_revision, head_revision
+    from tests.conftest import ROOT
+
+    code = "import sys; from catalogcap.store.database import create_store_engine; create_store_engine(sys.argv[1])"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", code, store_url], env=env, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    errors = [proc.communicate(timeout=120)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 4, errors
+    engine = create_store_engine(store_url, migrate=False)
+    assert current_revision(engine) == head_revision()
+    engine.dispose()

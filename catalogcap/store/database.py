@@ -33,6 +33,7 @@ BUSY_TIMEOUT_MS = 30_000
 # one): a wrong host or a firewall that drops packets is an error in seconds, not a hang
 CONNECT_TIMEOUT_S = 5
 _migrate_lock = threading.Lock()
+MIGRATION_LOCK_KEY = 0x6361_7463_6170  # pg_advisory_lock key of schema upgrades ("catcap")
 RECOVERY_HINT = ("stop every catalogcap process, copy the file aside, then recover what can be read:"
                  " `sqlite3 {path} .recover | sqlite3 {path}.recovered` and move the recovered file into"
                  " place (README: \"Backups and recovery\")")
@@ -179,11 +180,29 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             f"{_where(engine.url)} is at schema {current}, which this catalogcap does not"
             " know; it was written by a newer release — upgrade catalogcap"
         )
-    with _migrate_lock:
+    with _migrate_lock, _migration_lock(engine):
         try:
+            if current_revision(engine) == head and revision == "head":
+                return  # another process upgraded it while we waited for the lock
             command.upgrade(_alembic_config(engine), revision)
         except (sa.exc.DBAPIError, sqlite3.Error) as exc:
             raise (store_error(exc, engine.url) or exc) from None
+
+
+@contextlib.contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """On PostgreSQL, one process at a time migrates (an advisory lock held on its own
+    connection): several workers started at once on a new database would otherwise all
+    create the same tables."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
+        try:
+            yield
+        finally:
+            conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
 
 
 def _known(script: ScriptDirectory, revision: str) -> bool:
