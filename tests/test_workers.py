@@ -226,3 +226,61 @@ def test_listen_wakes_on_queued_jobs(store_url: str) -> None:
         thread.join(10)
     engine.dispose()
     assert not thread.is_alive()
+
+
+def _recipe() -> list[str]:
+    """The catalogcap lines of README's "Many machines" block, comments dropped."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split("test_readme_many_machines_recipe", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.startswith("catalogcap ")]
+
+
+@pytest.mark.postgresql
+@pytest.mark.slow
+def test_readme_many_machines_recipe(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each catalogcap line of the recipe, in order, on PostgreSQL; the long-running ones in the
+    background until the end, where SIGTERM stops them with exit 0."""
+    monkeypatch.setenv("CATALOGCAP_WATCH__QUIET_SECONDS", "0.3")
+    monkeypatch.setenv("CATALOGCAP_QUEUE__MAX_WAIT_SECONDS", "0")
+    folder = _images(tmp_path / "images", 6)
+    lines = _recipe()
+    assert [line.split()[1] for line in lines] == ["scan", "watch", "worker", "worker", "status"]
+    engine = create_store_engine(load_settings().db_url)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    background: list[subprocess.Popen] = []
+    outputs: dict[str, str] = {}
+    try:
+        for line in lines:
+            args = [arg.replace("/srv/catalog/images", str(folder)) for arg in line.split()[1:]]
+            command = [sys.executable, "-m", "catalogcap", *args]
+            if args[0] in ("watch", "worker") and "--until-empty" not in args:
+                background.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                                   stderr=subprocess.PIPE, text=True))
+                continue
+            if args[0] == "status":  # the background worker is up and the queue is worked off
+                def settled() -> bool:
+                    for proc in background:
+                        assert proc.poll() is None, proc.communicate()[1]
+                    with read_session(engine) as session:
+                        workers = session.exec(select(WorkerRow)).all()
+                    return (any(w.stopped_at is None for w in workers)
+                            and {j.state for j in _jobs(engine)} == {"done"})
+                _wait(settled, 240, "the background worker and an empty queue")
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+            assert done.returncode == 0, (line, done.stderr)
+            outputs[args[0]] = done.stdout
+        assert json.loads(outputs["scan"])["new"] == 6 and json.loads(outputs["scan"])["captioned"] == 0
+        [live] = json.loads(outputs["status"])["workers"]
+        assert live["pid"] == background[1].pid and live["host"]
+        make_image(folder / "late-arrival.png", "teal", size=(99, 77))  # the queue-only watcher queues it
+        _wait(lambda: len(_jobs(engine)) == 7 and {j.state for j in _jobs(engine)} == {"done"}, 120,
+              "the late arrival queued by watch and captioned by the worker")
+        for proc in background:
+            proc.send_signal(signal.SIGTERM)
+        for proc in background:
+            _out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+        _captioned_once(engine, 7)
+    finally:
+        _stop(background)
