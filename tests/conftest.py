@@ -43,7 +43,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         backends = {"sqlite": ["sqlite"], "postgresql": ["postgresql"], "both": list(BACKENDS)}[choice]
     if metafunc.definition.get_closest_marker("postgresql") is not None:
         backends = ["postgresql"]
-    metafunc.parametrize("db_backend", backends, indirect=True, ids=backends)
+    if backends != ["sqlite"]:  # plain SQLite runs keep their test ids
+        metafunc.parametrize("db_backend", backends, indirect=True, ids=backends)
 
 
 @pytest.fixture(scope="session")

@@ -83,6 +83,13 @@ class Server:
             log = (self.root / "log").read_text(errors="replace") if (self.root / "log").exists() else ""
             raise RuntimeError(f"pg_ctl start failed: {done.stderr or done.stdout}\n{log}")
 
+    def restart(self) -> None:
+        """Stop (fast: every client connection is cut) and start again, as a database restart does."""
+        done = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-m", "fast", "-w", "-t", "60",
+                         "restart")
+        if done.returncode:
+            raise RuntimeError(f"pg_ctl restart failed: {done.stderr or done.stdout}")
+
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.root, ignore_errors=True)

@@ -26,9 +26,10 @@ from tests.conftest import make_image
 COLOURS = ("red", "blue", "green", "yellow", "purple", "orange", "black", "cyan", "magenta", "brown")
 
 
-def _images(folder: Path, count: int) -> Path:
-    """`count` pictures with distinct bytes (so none is a duplicate of another)."""
-    for n in range(count):
+def _images(folder: Path, count: int, first: int = 0) -> Path:
+    """`count` pictures with distinct bytes (so none is a duplicate of another, nor of those
+    made with another `first`)."""
+    for n in range(first, first + count):
         make_image(folder / f"p{n:03d}.png", COLOURS[n % len(COLOURS)], size=(40 + n, 30 + n % 7))
     return folder
 
@@ -284,3 +285,31 @@ def test_readme_many_machines_recipe(home: Path, tmp_path: Path, monkeypatch: py
         _captioned_once(engine, 7)
     finally:
         _stop(background)
+
+
+@pytest.mark.postgresql
+@pytest.mark.slow
+def test_workers_carry_on_after_the_database_restarts(home: Path, tmp_path: Path, pg_server,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CATALOGCAP_QUEUE__MAX_WAIT_SECONDS", "0")
+    engine = create_store_engine(load_settings().db_url)
+    proc = _worker("--batch-size", "4")
+    try:
+        _cli("scan", str(_images(tmp_path / "before", 4)), "--queue-only")
+
+        def all_done(count: int) -> Callable[[], bool]:
+            def check() -> bool:
+                assert proc.poll() is None, proc.communicate()[1]
+                jobs = _jobs(engine)
+                return len(jobs) == count and {j.state for j in jobs} == {"done"}
+            return check
+        _wait(all_done(4), 180, "the first images captioned")
+        pg_server.restart()  # every connection of the worker is cut
+        _cli("scan", str(_images(tmp_path / "after", 4, first=4)), "--queue-only")
+        _wait(all_done(8), 120, "the images queued after the restart captioned")
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        _captioned_once(engine, 8)
+    finally:
+        _stop([proc])
