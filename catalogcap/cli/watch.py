@@ -21,7 +21,8 @@ def register(cli: click.Group) -> None:
 @click.option("--log-format", type=click.Choice(["text", "json"]), help="Log line format.")
 @click.option("--no-training", is_flag=True, help="Do not run the scheduled training rounds.")
 @click.option("--queue-only", is_flag=True,
-              help="Only register and queue what arrives; `catalogcap worker` processes caption it.")
+              help="Only register and queue what arrives (no model, no training rounds);"
+                   " `catalogcap worker` processes caption it.")
 @click.option("--stop-timeout", type=float, default=30.0, show_default=True,
               help="On SIGTERM, wait this long for the batch in hand, then release it.")
 @click.pass_context
@@ -54,5 +55,5 @@ def watch(ctx: click.Context, folders: tuple[Path, ...], polling: bool | None, q
 
     daemon = Daemon(app.engine, settings, list(folders) or list(settings.watch.folders),
                     stop_timeout=stop_timeout, on_captions=hooks_for(app).captions_created,
-                    schedule_training=not no_training, caption=not queue_only)
+                    schedule_training=not (no_training or queue_only), caption=not queue_only)
     ctx.exit(daemon.run())
