@@ -2,7 +2,9 @@
 
 SQLite runs in WAL mode with a busy timeout so the daemon, the review UI and the API can
 share one file; write transactions start with BEGIN IMMEDIATE so two writers queue on the
-lock instead of failing half-way. Any other SQLAlchemy URL (PostgreSQL) works unchanged.
+lock instead of failing half-way. On PostgreSQL (`postgresql+psycopg://`, tested against a
+real server) a connection gives up after `CONNECT_TIMEOUT_S` and schema upgrades take an
+advisory lock, so workers started together on a new database migrate it once.
 
 A database error a user can meet (a damaged file, a full disk, a lock held past the busy
 timeout) becomes a `StoreError` subclass through `store_error`, which says what happened
