@@ -114,7 +114,8 @@ def main() -> None:
         return
     for row in rows:
         print(f"{row['images']:>6} reviewed images: peak RSS {row['peak_rss_mb']:8.1f} MB, "
-              f"round {row['seconds']:6.1f} s, training {row['samples_per_second']:7.1f} samples/s (embedding cache: {row['embed_cache']})")
+              f"round {row['seconds']:6.1f} s, training {row['samples_per_second']:7.1f} samples/s "
+              f"(embedding cache: {row['embed_cache']})")
     print(f"peak RSS ratio {large['images']} / {small['images']}: {summary['peak_rss_ratio']:.3f} (target <= 1.3)")
 
 

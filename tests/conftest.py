@@ -15,6 +15,66 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus" / "pillow-images"
 
+# The store/queue/API/watch core that also runs on PostgreSQL when the switch asks for it;
+# everything runs on SQLite. A test pinned to SQLite's file behaviour is marked `sqlite_only`.
+POSTGRES_CORE = {"test_store.py", "test_watch.py", "test_api_http.py", "test_workers.py", "test_pg.py"}
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--db", choices=("sqlite", "postgresql", "both"),
+                     default=os.environ.get("CATALOGCAP_TEST_DATABASE", "sqlite"),
+                     help="store backend(s) of the core tests; postgresql starts a throw-away server"
+                          " (default: $CATALOGCAP_TEST_DATABASE or sqlite)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: checks SQLite file behaviour; not run on PostgreSQL")
+    config.addinivalue_line("markers", "postgresql: runs against the throw-away PostgreSQL server")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "db_backend" not in metafunc.fixturenames:
+        return
+    choice = metafunc.config.getoption("--db")
+    backends = ["sqlite"]
+    core = metafunc.definition.path.name in POSTGRES_CORE
+    if core and metafunc.definition.get_closest_marker("sqlite_only") is None:
+        backends = {"sqlite": ["sqlite"], "postgresql": ["postgresql"], "both": list(BACKENDS)}[choice]
+    if metafunc.definition.get_closest_marker("postgresql") is not None:
+        backends = ["postgresql"]
+    if backends != ["sqlite"]:  # plain SQLite runs keep their test ids
+        metafunc.parametrize("db_backend", backends, indirect=True, ids=backends)
+
+
+@pytest.fixture(scope="session")
+def pg_server(request: pytest.FixtureRequest):
+    """A throw-away PostgreSQL server for the whole session (skips when it cannot run here)."""
+    from tests import pgserver
+
+    if request.config.getoption("--db") == "sqlite":
+        pytest.skip("PostgreSQL runs with --db postgresql or --db both (CATALOGCAP_TEST_DATABASE)")
+    reason = pgserver.why_not()
+    if reason is not None:
+        pytest.skip(reason)
+    server = pgserver.Server()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def db_backend(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def store_url(db_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty store on the test's backend: a temp SQLite file or a fresh PostgreSQL database."""
+    if db_backend == "postgresql":
+        return request.getfixturevalue("pg_server").create_database()
+    return f"sqlite:///{tmp_path / 'store.sqlite'}"
+
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,11 +95,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path) -> Path:
-    """A fresh CATALOGCAP_HOME using the tiny model, with small generation budgets."""
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, db_backend: str,
+         request: pytest.FixtureRequest) -> Path:
+    """A fresh CATALOGCAP_HOME using the tiny model, with small generation budgets; on PostgreSQL
+    its store is a fresh database of the throw-away server."""
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("CATALOGCAP_HOME", str(home))
+    if db_backend == "postgresql":
+        monkeypatch.setenv("CATALOGCAP_DATABASE_URL", request.getfixturevalue("store_url"))
     monkeypatch.setenv("CATALOGCAP_MODEL", str(tiny_model_dir))
     monkeypatch.setenv("CATALOGCAP_GENERATION__ALT_TEXT__MAX_NEW_TOKENS", "8")
     monkeypatch.setenv("CATALOGCAP_GENERATION__DESCRIPTION__MAX_NEW_TOKENS", "12")

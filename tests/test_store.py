@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import sqlite3
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -33,14 +32,17 @@ def _asset(session, n: int) -> Asset:
     return asset
 
 
-def test_models_match_migrations(tmp_path: Path) -> None:
-    engine = create_store_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def test_models_match_migrations(store_url: str) -> None:
+    """Migrations run from empty and build exactly the models' schema, on either backend."""
+    engine = create_store_engine(store_url)
     assert current_revision(engine) == head_revision()
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
+    engine.dispose()
     assert diff == []
 
 
+@pytest.mark.sqlite_only
 def test_sqlite_is_wal_with_busy_timeout(engine) -> None:
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
@@ -48,9 +50,9 @@ def test_sqlite_is_wal_with_busy_timeout(engine) -> None:
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
 
-def test_upgrade_existing_database_in_place(tmp_path: Path) -> None:
+def test_upgrade_existing_database_in_place(store_url: str) -> None:
     """A database made by an older release (only the first migration) is upgraded and keeps its rows."""
-    url = f"sqlite:///{tmp_path / 'old.db'}"
+    url = store_url
     engine = create_store_engine(url, migrate=False)
     upgrade(engine, "0001")
     with engine.begin() as conn:  # as that release wrote it: today's model has columns 0001 lacks
@@ -60,18 +62,22 @@ def test_upgrade_existing_database_in_place(tmp_path: Path) -> None:
     engine = create_store_engine(url)
     assert current_revision(engine) == head_revision()
     with write_session(engine) as session:
-        assert session.exec(select(Asset)).one().fingerprint == f"{1:064x}"
+        asset = session.exec(select(Asset)).one()
+    engine.dispose()
+    assert asset.fingerprint == f"{1:064x}"
+    assert asset.created_at.isoformat() == "2026-01-01T00:00:00+00:00"  # read back in UTC on both backends
 
 
-def test_unknown_newer_schema_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "new.db"
-    create_store_engine(f"sqlite:///{path}").dispose()
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE alembic_version SET version_num = '9999_future'")
+def test_unknown_newer_schema_is_refused(store_url: str) -> None:
+    engine = create_store_engine(store_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999_future'")
+    engine.dispose()
     with pytest.raises(StoreError, match="newer release"):
-        create_store_engine(f"sqlite:///{path}")
+        create_store_engine(store_url)
 
 
+@pytest.mark.sqlite_only
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="does not exist"):
         create_store_engine(f"sqlite:///{tmp_path / 'nope' / 'db.sqlite'}")

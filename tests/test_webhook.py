@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from catalogcap.cli import add_plugin_commands, cli
 from catalogcap.plugins import Hooks
-from catalogcap.store.database import write_session
+from catalogcap.store.database import create_store_engine, write_session
 from catalogcap.store.models import Adapter, utcnow
 from tests.conftest import ROOT, make_image
 from tests.factories import SECRET, Receiver
@@ -99,7 +99,7 @@ def test_a_receiver_that_was_down_catches_up_with_every_event_exactly_once(
         adapter = session.get(Adapter, "night-1")
     hooks.adapter_promoted(adapter)
     hooks.captions_reviewed([captions[0]["alt_text"]], "accept")  # the same event again: not queued twice
-    outbox = Outbox.in_home(home)
+    outbox = Outbox.for_settings(run_settings(home))
     wait_for(lambda: outbox.summary()[f"http://127.0.0.1:{port}/hooks/catalogcap"]["last_error"] is not None)
     status = json.loads(run("webhook", "status", "--json"))["deliveries"]
     assert status[f"http://127.0.0.1:{port}/hooks/catalogcap"]["pending"] == 5
@@ -209,15 +209,15 @@ def test_hooks_return_at_once_while_the_endpoint_is_slow(home: Path, engine, pho
     wait_for(lambda: len(receiver.received) == 1)
 
 
-def test_two_drainers_never_hold_the_same_row(tmp_path: Path) -> None:
-    outbox = Outbox(tmp_path / "outbox.db")
+def test_two_drainers_never_hold_the_same_row(store_url: str) -> None:
+    outbox = Outbox(create_store_engine(store_url))
     for n in range(3):
         outbox.enqueue(f"key-{n}", "caption.accepted", b"{}", ["https://a.example/h", "https://b.example/h"])
     assert outbox.enqueue("key-0", "caption.accepted", b"{}", ["https://a.example/h"]) == 0
     first = outbox.claim(60)
     assert sorted((d.url, d.event_key) for d in first) == [("https://a.example/h", "key-0"),
                                                            ("https://b.example/h", "key-0")]
-    assert Outbox(tmp_path / "outbox.db").claim(60) == []  # another process: each URL's head is leased
+    assert Outbox(create_store_engine(store_url)).claim(60) == []  # another process: each URL's head is leased
     outbox.delivered(first[0].id, 200)
     assert [(d.url, d.event_key) for d in outbox.claim(60)] == [(first[0].url, "key-1")]
 

@@ -24,7 +24,8 @@ def _progress(app: App, enabled: bool) -> Progress:
 @click.command()
 @click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object instead of tables.")
-@click.option("--no-caption", is_flag=True, help="Only register and queue; leave captioning to `watch`.")
+@click.option("--queue-only", "--no-caption", "no_caption", is_flag=True,
+              help="Only register and queue; leave captioning to `catalogcap worker` or `watch`.")
 @pass_app
 def scan(app: App, folders: tuple[Path, ...], as_json: bool, no_caption: bool) -> None:
     """Register new and changed images under FOLDERS (recursively) and caption them.

@@ -26,6 +26,9 @@ def status(app: App, as_json: bool) -> None:
     data = store_status(app.engine)
     pid = holder_pid(app.settings.home)
     data["daemon"] = {"running": pid is not None, "pid": pid}
+    from catalogcap.workers import live_workers
+
+    data["workers"] = live_workers(app.engine)
     data["training"] = training_status(app.engine, app.settings)
     if as_json:
         app.json(data)
@@ -41,6 +44,8 @@ def status(app: App, as_json: bool) -> None:
         ("adapter", data["adapter"] or "none (base model)"),
         ("model", app.settings.model),
         ("daemon", f"running (pid {pid})" if pid else "not running"),
+        ("workers", "; ".join(f"{w['host']} pid {w['pid']}: {w['jobs_done']} done, beat {w['heartbeat_at']}"
+                              for w in data["workers"]) or "none"),
         ("throughput", f"{data['captions_per_minute']} images/min over the last 5 minutes"),
         ("training", (f"last {last['id']} {last['state']}{' promoted' if last['promoted'] else ''}:"
                       f" {last['reason'] or ''}" if last else "no round yet") + f"; next {training['next_run']}"),

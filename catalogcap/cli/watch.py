@@ -20,11 +20,14 @@ def register(cli: click.Group) -> None:
 @click.option("--quiet-seconds", type=float, help="A file is taken once unchanged this long.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), help="Log line format.")
 @click.option("--no-training", is_flag=True, help="Do not run the scheduled training rounds.")
+@click.option("--queue-only", is_flag=True,
+              help="Only register and queue what arrives (no model, no training rounds);"
+                   " `catalogcap worker` processes caption it.")
 @click.option("--stop-timeout", type=float, default=30.0, show_default=True,
               help="On SIGTERM, wait this long for the batch in hand, then release it.")
 @click.pass_context
 def watch(ctx: click.Context, folders: tuple[Path, ...], polling: bool | None, quiet_seconds: float | None,
-          log_format: str | None, no_training: bool, stop_timeout: float) -> None:
+          log_format: str | None, no_training: bool, queue_only: bool, stop_timeout: float) -> None:
     """Watch FOLDERS (default: watch.folders) and caption every image that arrives.
 
     Reconciles what changed while it was down, then follows file-system events. One daemon
@@ -35,9 +38,10 @@ def watch(ctx: click.Context, folders: tuple[Path, ...], polling: bool | None, q
         if value is not None:
             app.overrides[key] = value
     settings = app.settings
-    from catalogcap.captioner.model import resolve_model
+    if not queue_only:
+        from catalogcap.captioner.model import resolve_model
 
-    resolve_model(settings.model, settings.model_revision)  # fail in seconds, before reconciling anything
+        resolve_model(settings.model, settings.model_revision)  # fail in seconds, before reconciling anything
     (settings.home / "logs").mkdir(parents=True, exist_ok=True)
     file_handler = logging.FileHandler(settings.home / "logs" / "watch.log", encoding="utf-8")
     file_handler.setFormatter(logging.getLogger().handlers[0].formatter or logging.Formatter())
@@ -51,5 +55,5 @@ def watch(ctx: click.Context, folders: tuple[Path, ...], polling: bool | None, q
 
     daemon = Daemon(app.engine, settings, list(folders) or list(settings.watch.folders),
                     stop_timeout=stop_timeout, on_captions=hooks_for(app).captions_created,
-                    schedule_training=not no_training)
+                    schedule_training=not (no_training or queue_only), caption=not queue_only)
     ctx.exit(daemon.run())

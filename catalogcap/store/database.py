@@ -2,7 +2,9 @@
 
 SQLite runs in WAL mode with a busy timeout so the daemon, the review UI and the API can
 share one file; write transactions start with BEGIN IMMEDIATE so two writers queue on the
-lock instead of failing half-way. Any other SQLAlchemy URL (PostgreSQL) works unchanged.
+lock instead of failing half-way. On PostgreSQL (`postgresql+psycopg://`, tested against a
+real server) a connection gives up after `CONNECT_TIMEOUT_S` and schema upgrades take an
+advisory lock, so workers started together on a new database migrate it once.
 
 A database error a user can meet (a damaged file, a full disk, a lock held past the busy
 timeout) becomes a `StoreError` subclass through `store_error`, which says what happened
@@ -29,7 +31,11 @@ from catalogcap import redact
 from catalogcap.errors import StoreError
 
 BUSY_TIMEOUT_MS = 30_000
+# seconds a PostgreSQL connection may take to open (libpq's connect_timeout, unless the URL sets
+# one): a wrong host or a firewall that drops packets is an error in seconds, not a hang
+CONNECT_TIMEOUT_S = 5
 _migrate_lock = threading.Lock()
+MIGRATION_LOCK_KEY = 0x6361_7463_6170  # pg_advisory_lock key of schema upgrades ("catcap")
 RECOVERY_HINT = ("stop every catalogcap process, copy the file aside, then recover what can be read:"
                  " `sqlite3 {path} .recover | sqlite3 {path}.recovered` and move the recovered file into"
                  " place (README: \"Backups and recovery\")")
@@ -127,6 +133,8 @@ def create_store_engine(url: str, *, migrate: bool = True) -> Engine:
                 raise StoreError(f"database folder {file.parent} does not exist; run `catalogcap init`")
             _refuse_empty_file(file)
         kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+    elif engine_url.get_backend_name() == "postgresql" and "connect_timeout" not in engine_url.query:
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     try:
         engine = sa.create_engine(engine_url, **kwargs)
     except Exception as exc:  # missing driver (psycopg) etc.
@@ -174,11 +182,29 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             f"{_where(engine.url)} is at schema {current}, which this catalogcap does not"
             " know; it was written by a newer release — upgrade catalogcap"
         )
-    with _migrate_lock:
+    with _migrate_lock, _migration_lock(engine):
         try:
+            if current_revision(engine) == head and revision == "head":
+                return  # another process upgraded it while we waited for the lock
             command.upgrade(_alembic_config(engine), revision)
         except (sa.exc.DBAPIError, sqlite3.Error) as exc:
             raise (store_error(exc, engine.url) or exc) from None
+
+
+@contextlib.contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """On PostgreSQL, one process at a time migrates (an advisory lock held on its own
+    connection): several workers started at once on a new database would otherwise all
+    create the same tables."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
+        try:
+            yield
+        finally:
+            conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
 
 
 def _known(script: ScriptDirectory, revision: str) -> bool:

@@ -188,6 +188,43 @@ class ApiToken(SQLModel, table=True):
     revoked_at: datetime | None = _ts(nullable=True)
 
 
+class WorkerRow(SQLModel, table=True):
+    """A captioning process (`catalogcap worker`) and its heartbeat; `status` lists the live ones."""
+
+    __tablename__ = "workers"
+    id: str = Field(primary_key=True, max_length=128)  # the lease owner id of its jobs
+    host: str = Field(max_length=255)
+    pid: int
+    started_at: datetime = _ts()
+    heartbeat_at: datetime = _ts(index=True)
+    jobs_done: int = 0
+    stopped_at: datetime | None = _ts(nullable=True)
+
+
+class OutboxRow(SQLModel, table=True):
+    """An outgoing event for one URL (the webhook plugin's outbox), kept until it was delivered.
+    Times are UTC epoch seconds: the delivery code counts in them."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        sa.UniqueConstraint("event_key", "url", name="uq_outbox_event_url"),
+        sa.Index("ix_outbox_state_url_id", "state", "url", "id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    event_key: str = Field(max_length=64)
+    url: str
+    event_type: str = Field(max_length=64)
+    body: bytes = Field(sa_type=sa.LargeBinary)
+    state: str = Field(default="pending", max_length=16)  # pending|delivered|dead
+    attempts: int = 0
+    next_attempt_at: float = Field(sa_type=sa.Float(precision=53))
+    lease_until: float | None = Field(default=None, sa_type=sa.Float(precision=53))
+    last_status: int | None = None
+    last_error: str | None = None
+    created_at: float = Field(sa_type=sa.Float(precision=53))
+    delivered_at: float | None = Field(default=None, sa_type=sa.Float(precision=53))
+
+
 # Keyset paging of captions by last change (API sync cursor) and the caption-latency metric's
 # scan of finished jobs; declared here so the models keep matching the migrations (0003).
 sa.Index("ix_captions_updated_at_id", Caption.__table__.c.updated_at, Caption.__table__.c.id)

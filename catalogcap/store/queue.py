@@ -24,6 +24,14 @@ from catalogcap.store.database import write_session
 from catalogcap.store.models import JOB_STATES, Asset, Job, utcnow
 
 _OWNERS: set[str] = set()  # the owner ids this process made
+CHANNEL = "catalogcap_jobs"  # PostgreSQL LISTEN/NOTIFY channel: a job became runnable
+
+
+def notify_queued(session: Session) -> None:
+    """Wake idle workers listening on PostgreSQL (sent when the transaction commits; several
+    in one transaction arrive as one). Elsewhere workers poll, so this does nothing."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
 
 
 def new_owner(role: str = "worker") -> str:
@@ -70,6 +78,7 @@ def enqueue(session: Session, asset_id: int, *, now: datetime | None = None) -> 
         return session.exec(
             select(Job).where(Job.asset_id == asset_id, col(Job.state).in_(("pending", "running")))
         ).one()
+    notify_queued(session)
     return job
 
 
@@ -249,6 +258,8 @@ def retry(engine: Engine, job_id: int | None = None, *, all_failed: bool = False
                 session.add(asset)
             session.add(job)
             count += 1
+        if count:
+            notify_queued(session)
     return count
 
 

@@ -37,7 +37,7 @@ log = logging.getLogger("catalogcap.watch")
 class Daemon:
     def __init__(self, engine: Engine, settings: Settings, folders: list[Path], *,
                  stop_timeout: float = 30.0, worker: Worker | None = None, on_captions=None,
-                 schedule_training: bool = True) -> None:
+                 schedule_training: bool = True, caption: bool = True) -> None:
         if not folders:
             raise CatalogcapError("no folders to watch: give DIR arguments or set watch.folders in the config")
         missing = [str(f) for f in folders if not f.is_dir()]
@@ -57,6 +57,7 @@ class Daemon:
         self.tracker = StabilityTracker(settings.watch.quiet_seconds, self._arrived)
         self.lock = DaemonLock(settings.home)
         self.schedule_training = schedule_training
+        self.caption = caption  # False: register and queue only, `catalogcap worker` captions
         self._not_ready: dict[Path, tuple[tuple[int, int], float]] = {}  # signature, first seen cut off
 
     # -- arrivals ---------------------------------------------------------------------
@@ -157,9 +158,11 @@ class Daemon:
                 threads.append(threading.Thread(target=scheduler.run, name="training-schedule", daemon=True))
             for thread in threads:
                 thread.start()
-            self.worker_thread.start(recover=False)  # reconcile recovered the stale jobs already
-            log.info("watching %s (%s observer)", ", ".join(map(str, self.folders)),
-                     "polling" if self.settings.watch.polling else "native")
+            if self.caption:
+                self.worker_thread.start(recover=False)  # reconcile recovered the stale jobs already
+            log.info("watching %s (%s observer%s)", ", ".join(map(str, self.folders)),
+                     "polling" if self.settings.watch.polling else "native",
+                     "" if self.caption else "; queueing only, `catalogcap worker` captions")
             if ready is not None:
                 ready.set()
             while not self.stop_event.wait(0.5):

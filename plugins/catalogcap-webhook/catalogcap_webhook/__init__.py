@@ -127,7 +127,7 @@ def queue(settings: Any, event_type: str, key: str, body: bytes,
     config = config or load_config(settings)
     if event_type not in config.events or not config.urls:
         return 0
-    outbox = Outbox.in_home(settings.home)
+    outbox = Outbox.for_settings(settings)
     added = outbox.enqueue(key, event_type, body, config.urls)
     if added and wake and config.deliver_in_background:
         courier_for(outbox, config).wake()

@@ -19,7 +19,7 @@ def _setup(app: App):
     from catalogcap_webhook import load_config
     from catalogcap_webhook.outbox import Outbox
 
-    return load_config(app.settings), Outbox.in_home(app.settings.home)
+    return load_config(app.settings), Outbox.for_settings(app.settings)
 
 
 @webhook.command()
@@ -57,12 +57,12 @@ def status(app: App, as_json: bool) -> None:
     config, outbox = _setup(app)
     summary = outbox.summary()
     if as_json:
-        app.json({"urls": config.urls, "events": config.events, "outbox": str(outbox.path),
+        app.json({"urls": config.urls, "events": config.events, "outbox": outbox.where,
                   "deliveries": summary})
         return
     if not summary:
         urls = ", ".join(config.urls) or "none"
-        app.console.print(f"outbox {outbox.path} is empty; configured urls: {urls}", markup=False)
+        app.console.print(f"outbox in {outbox.where} is empty; configured urls: {urls}", markup=False)
     for url, row in summary.items():
         app.console.print(f"{url}: " + ", ".join(f"{k}={v}" for k, v in row.items()), markup=False)
 

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -136,7 +135,7 @@ class _InlineExecutor(ThreadPoolExecutor):
 
 
 async def _drain(outbox: Outbox, config: Any, *, due_only: bool, deadline: float | None) -> Outcome:
-    # The outbox's short SQLite transactions run on the loop itself, not in a thread pool: the
+    # The outbox's short transactions run on the loop itself, not in a thread pool: the
     # exit flush runs after Python has stopped accepting new threads.
     total = Outcome()
     secret = os.environ.get(config.secret_env, "")
@@ -198,23 +197,23 @@ class Courier:
                 drain(self.outbox, self.config)
                 next_due = self.outbox.next_due()
             except Exception:
-                log.exception("webhook courier for %s failed; retrying in a minute", self.outbox.path)
+                log.exception("webhook courier for %s failed; retrying in a minute", self.outbox.where)
                 next_due = time.time() + 60
             self._idle.set()
             wait = 60.0 if next_due is None else min(max(next_due - time.time(), 0.05), 60.0)
             self._wake.wait(wait)
 
 
-_couriers: dict[Path, Courier] = {}
+_couriers: dict[str, Courier] = {}
 _lock = threading.Lock()
 
 
 def courier_for(outbox: Outbox, config: Any) -> Courier:
     """The process's courier of this outbox (started on first use, flushed at exit)."""
     with _lock:
-        courier = _couriers.get(outbox.path)
+        courier = _couriers.get(outbox.where)
         if courier is None:
-            courier = _couriers[outbox.path] = Courier(outbox, config)
+            courier = _couriers[outbox.where] = Courier(outbox, config)
         courier.config = config
         return courier
 
@@ -232,4 +231,4 @@ def _flush_at_exit() -> None:
     for courier in list(_couriers.values()):
         if not courier.flush(courier.config.flush_seconds):
             log.warning("webhook events still undelivered in %s; `catalogcap webhook deliver` sends them",
-                        courier.outbox.path)
+                        courier.outbox.where)
