@@ -41,6 +41,7 @@ TRAINING_ENV = {
     "CATALOGCAP_TRAINING__MIN_NEW_CORRECTIONS": "0",
 }
 CATALOG = 300  # 240 of them reviewed: the scenario of issue 14
+pytestmark = pytest.mark.timeout(1200)  # whole training rounds, module fixtures included
 REVIEWED = 0.8
 
 
