@@ -236,12 +236,12 @@ class TrainingSettings(Section):
         " (--force does not lower it).",
     )
     fact_error_tolerance: float = Field(
-        0.05, ge=0, le=1,
+        0.1, ge=0, le=1,
         description="How much larger the candidate's share of wrong facts (of those it states) may be than the"
-        " active's.",
+        " active's (held-out sets of ~50 images measure it to about ±0.05).",
     )
     fact_recall_tolerance: float = Field(
-        0.05, ge=0, le=1, description="How much lower the candidate's fact recall may be than the active's."
+        0.1, ge=0, le=1, description="How much lower the candidate's fact recall may be than the active's."
     )
     eval_kinds: list[Literal["alt_text", "description"]] = Field(
         default_factory=lambda: ["alt_text", "description"], description="Caption kinds trained and evaluated."

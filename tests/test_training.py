@@ -27,9 +27,9 @@ from catalogcap.intake import scan
 from catalogcap.settings import load_settings
 from catalogcap.store.captions import decide
 from catalogcap.store.database import create_store_engine, read_session, write_session
-from catalogcap.store.models import Adapter, TrainingRun
+from catalogcap.store.models import Adapter, Meta, TrainingRun
 from catalogcap.training import registry
-from catalogcap.training.dataset import collect, in_validation
+from catalogcap.training.dataset import SALT_KEY, collect, in_validation
 from catalogcap.training.evaluate import score
 from catalogcap.training.round import run_round
 from catalogcap.worker import Worker
@@ -55,6 +55,8 @@ def _caption_catalog(root: Path, seed: int):
     try:
         settings = load_settings({"home": str(home)})
         engine = create_store_engine(settings.db_url)
+        with write_session(engine) as session:  # a fixed split: the same rounds on every run
+            session.add(Meta(key=SALT_KEY, value=f"test-{seed}"))
         scan(engine, [root / "catalog"], settings)
         worker = Worker(engine, settings)
         assert worker.drain().captioned == len(items)
@@ -144,7 +146,8 @@ def _check_lift(settings, engine, truth, result) -> str:
     tuned = Captioner.from_settings(settings, adapter_id=adapter.id, adapter_dir=Path(adapter.path))
     base = Captioner.from_settings(settings)
     before, after = _right_facts(base, settings, engine, truth), _right_facts(tuned, settings, engine, truth)
-    assert after >= before - 0.05, (before, after)  # colour, product and pattern are not lost to the style
+    # colour, product and pattern are not lost to the style (beyond the gate's own fact tolerance)
+    assert after >= before - settings.training.fact_error_tolerance, (before, after)
     # fresh images follow the house style: no background, the material named
     fresh = catalog.products(12, seed=999, start=5000)
     texts = [r.alt_text.lower() for r in tuned.caption_images([catalog.draw(i).convert("RGB") for i in fresh])]

@@ -65,6 +65,18 @@ def demo_settings(home: Path, options: DemoOptions) -> Settings:
     return load_settings({"home": str(home), "model": values["model"]})
 
 
+def _seed_split(engine, seed: int) -> None:
+    """The demo's held-out split follows its seed (a real store draws a random key once), so the
+    same command shows the same round every time."""
+    from catalogcap.store.database import write_session
+    from catalogcap.store.models import Meta
+    from catalogcap.training.dataset import SALT_KEY
+
+    with write_session(engine) as session:
+        if session.get(Meta, SALT_KEY) is None:
+            session.add(Meta(key=SALT_KEY, value=f"demo-{seed}"))
+
+
 def _done(engine) -> int:
     import sqlalchemy as sa
 
@@ -118,6 +130,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         console.print(f"\n[bold]2.[/bold] a reviewer accepts or corrects {options.share:.0%} of them toward the "
                       "house style")
         result.reviewed = review_toward_house(engine, truth, share=options.share, seed=options.seed)
+        _seed_split(engine, options.seed)
         console.print(f"   {result.reviewed['accepted']} accepted, {result.reviewed['edited']} edited")
 
         console.print("\n[bold]3.[/bold] a nightly training round: LoRA on the reviews, evaluated on held-out images")
