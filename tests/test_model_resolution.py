@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -51,7 +52,7 @@ def _jobs(home: Path) -> list[tuple[int, str, int, str | None]]:
 
 @pytest.mark.parametrize("command", [["scan", "{photos}"], ["watch", "{photos}"],
                                      ["caption", "{photos}/red-shirt.jpg"], ["train", "--force"],
-                                     ["serve", "--port", "0"]])
+                                     ["serve", "--port", "{port}"]])
 def test_hub_id_without_network_exits_1_in_seconds_with_one_line(home: Path, photos: Path, tiny_model_dir: Path,
                                                                   command: list[str]) -> None:
     queued, _ = _run(_env(home, str(tiny_model_dir)), "scan", "--no-caption", "--json", str(photos))
@@ -59,7 +60,10 @@ def test_hub_id_without_network_exits_1_in_seconds_with_one_line(home: Path, pho
     before = _jobs(home)
     assert len(before) == 4 and all(state == "pending" for _, state, _, _ in before)
 
-    done, took = _run(_env(home, HUB_ID), *[part.format(photos=photos) for part in command])
+    with socket.socket() as probe:  # a free port, for serve
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done, took = _run(_env(home, HUB_ID), *[part.format(photos=photos, port=port) for part in command])
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 1, done.stderr
     assert took < 15, f"took {took:.1f}s"
