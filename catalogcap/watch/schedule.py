@@ -55,6 +55,8 @@ def train_environment(settings: Settings, base: dict[str, str] | None = None) ->
         if source != "command line" or key == "home" or key not in values:
             continue
         value = values[key]
+        if value is None:  # unset (e.g. training.lr: searched); no environment variable can say "null"
+            continue
         name = "CATALOGCAP_" + key.upper().replace(".", "__")
         env[name] = value if isinstance(value, str) else json.dumps(value)
     return env
