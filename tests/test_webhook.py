@@ -79,7 +79,7 @@ def test_an_accepted_caption_is_posted_signed_at_once(home: Path, engine, photos
     assert headers["X-Catalogcap-Event"] == "caption.accepted" and headers["X-Catalogcap-Attempt"] == "1"
     run("captions", "reject", str(ids["alt_text"]))  # rejections are not sent by default
     # the hook ran before the command returned: nothing queued now means nothing will ever be sent
-    summary = Outbox.in_home(home).summary()[receiver.url]
+    summary = Outbox.for_settings(run_settings(home)).summary()[receiver.url]
     assert (summary["pending"], summary["delivered"]) == (0, 2)
     assert len(receiver.received) == 2
 
