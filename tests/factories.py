@@ -32,6 +32,16 @@ SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\
 PROBLEM = "application/problem+json"
 
 
+def poll(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll `predicate` until it is true or `timeout` seconds pass (then fail naming `what`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
 def default_text(n: int, kind: str) -> str:
     return f"A red shirt number {n}" if kind == "alt_text" else f"A red cotton shirt, number {n}, on white."
 

@@ -25,6 +25,7 @@ from catalogcap.store.database import create_store_engine, read_session, write_s
 from catalogcap.store.models import Asset, AssetPath, Caption, Job
 from catalogcap.watch.daemon import Daemon
 from tests.conftest import make_image
+from tests.factories import poll
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,13 +38,6 @@ def _photo(fmt: str, seed: int = 0, size: tuple[int, int] = (320, 240)) -> bytes
     return out.getvalue()
 
 
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _fast(monkeypatch: pytest.MonkeyPatch, **extra: str) -> None:
@@ -131,7 +125,7 @@ def test_slow_jpeg_writer_with_gaps_longer_than_quiet_is_captioned_once(home: Pa
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             return log.exists() and "watching" in log.read_text()
 
-        _wait(ready, 90, "the daemon to start")
+        poll(ready, 90, "the daemon to start")
         quarter = len(data) // 4
         with (inbox / "slow.jpg").open("wb") as handle:
             for n in range(4):
@@ -144,7 +138,7 @@ def test_slow_jpeg_writer_with_gaps_longer_than_quiet_is_captioned_once(home: Pa
             with read_session(engine) as session:
                 return session.exec(select(Job).where(Job.state == "done")).first() is not None
 
-        _wait(captioned, 90, "the finished file to be captioned")
+        poll(captioned, 90, "the finished file to be captioned")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         with read_session(engine) as session:
@@ -195,7 +189,7 @@ def test_a_file_that_stays_cut_off_is_rejected_after_the_bounded_wait(home: Path
                           for p in session.exec(select(AssetPath)).all()}
             return states == {"cut.jpg": "rejected", "fine.png": "captioned"}
 
-        _wait(settled, 60, "the cut file rejected and the good one captioned")
+        poll(settled, 60, "the cut file rejected and the good one captioned")
         assert time.monotonic() - started >= 2.0, "the cut file waited for incomplete_seconds first"
         with read_session(engine) as session:
             assert len(session.exec(select(Asset)).all()) == 2

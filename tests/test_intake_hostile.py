@@ -20,6 +20,7 @@ from catalogcap.settings import load_settings
 from catalogcap.store.database import create_store_engine, read_session
 from catalogcap.store.models import Asset, AssetPath, Job
 from tests.conftest import make_image
+from tests.factories import poll
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
@@ -39,13 +40,6 @@ def _hostile(folder: Path) -> None:
     (folder / "zero.jpg").symlink_to("/dev/zero")
 
 
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_fingerprint_refuses_fifos_and_devices_without_blocking(tmp_path: Path) -> None:
@@ -100,7 +94,7 @@ def test_daemon_survives_fifos_at_start_and_after_and_stops_on_sigterm(home: Pat
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             return log.exists() and "watching" in log.read_text()
 
-        _wait(ready, 90, "the daemon to get past reconciliation")
+        poll(ready, 90, "the daemon to get past reconciliation")
         os.mkfifo(inbox / "late-fifo.png")
         (inbox / "late-zero.png").symlink_to("/dev/zero")
         time.sleep(0.5)  # the hostile names arrive first, so a stuck arrivals thread would miss the next file
@@ -112,8 +106,8 @@ def test_daemon_survives_fifos_at_start_and_after_and_stops_on_sigterm(home: Pat
                 names = {Path(p).name for p in session.exec(select(AssetPath.path)).all()}
             return len(done) == 2 and names == {"before.jpg", "after.png"}
 
-        _wait(both_captioned, 90, "the files before and after the FIFOs to be captioned")
-        _wait(lambda: log.read_text().count("not a regular file") >= 4, 30, "all four hostile names reported")
+        poll(both_captioned, 90, "the files before and after the FIFOs to be captioned")
+        poll(lambda: log.read_text().count("not a regular file") >= 4, 30, "all four hostile names reported")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
@@ -149,7 +143,7 @@ def test_unreadable_registered_folder_does_not_abort_scan_and_new_ones_are_repor
                 assert daemon.poll() is None, daemon.stderr.read() if daemon.stderr else ""
                 return log.exists() and "watching" in log.read_text()
 
-            _wait(watching, 90, "the daemon to start despite the unreadable folders")
+            poll(watching, 90, "the daemon to start despite the unreadable folders")
             assert log.read_text().count("unreadable folder: Permission denied") == 2
             daemon.send_signal(signal.SIGTERM)
             assert daemon.wait(30) == 0

@@ -21,6 +21,7 @@ from catalogcap.store.models import Asset, AssetPath, Caption, Job
 from catalogcap.watch.daemon import Daemon
 from catalogcap.watch.lock import holder_pid
 from tests.conftest import make_image
+from tests.factories import poll
 
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "pink"]
 
@@ -72,13 +73,6 @@ def _burst(source: Path, inbox: Path, count: int) -> list[str]:
     return names
 
 
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _captioned_once(engine, expected: int) -> None:
@@ -132,8 +126,8 @@ def test_burst_of_arrivals_captioned_exactly_once(home, inbox, tmp_path, monkeyp
     try:
         names = _burst(tmp_path / "source", inbox, count)
         assert len(names) == count
-        _wait(lambda: _done_count(engine) >= count, 240, f"{count} captioned images")
-        _wait(lambda: _settled(engine, daemon), 30, "the daemon to settle")
+        poll(lambda: _done_count(engine) >= count, 240, f"{count} captioned images")
+        poll(lambda: _settled(engine, daemon), 30, "the daemon to settle")
         _captioned_once(engine, count)
     finally:
         daemon.stop()
@@ -154,8 +148,8 @@ def test_slow_writer_is_taken_once_after_it_completes(home, inbox, tmp_path, mon
                 handle.write(data[i : i + step])
                 handle.flush()
                 time.sleep(0.6)  # 6 chunks over ~3.6 s, each gap shorter than the quiet period
-        _wait(lambda: _done_count(engine) >= 1, 60, "the slow file to be captioned")
-        _wait(lambda: _settled(engine, daemon), 30, "the daemon to settle")
+        poll(lambda: _done_count(engine) >= 1, 60, "the slow file to be captioned")
+        poll(lambda: _settled(engine, daemon), 30, "the daemon to settle")
         with read_session(engine) as session:
             assets = session.exec(select(Asset)).all()
             jobs = session.exec(select(Job)).all()
@@ -177,8 +171,8 @@ def test_delete_before_processing_and_temp_names(home, inbox, tmp_path, monkeypa
         make_image(inbox / "download.jpg.crdownload", "blue", fmt="JPEG")
         make_image(inbox / "~$draft.jpg", "green")
         _unique_image(inbox / "kept.jpg", 4)
-        _wait(lambda: _done_count(engine) >= 1, 60, "kept.jpg")
-        _wait(lambda: _settled(engine, daemon), 30, "the daemon to settle")
+        poll(lambda: _done_count(engine) >= 1, 60, "kept.jpg")
+        poll(lambda: _settled(engine, daemon), 30, "the daemon to settle")
         with read_session(engine) as session:
             paths = [Path(p).name for p in session.exec(select(AssetPath.path)).all()]
             failed = session.exec(select(Job).where(Job.state != "done")).all()
@@ -188,7 +182,7 @@ def test_delete_before_processing_and_temp_names(home, inbox, tmp_path, monkeypa
         def missing() -> bool:
             with read_session(engine) as session:
                 return session.exec(select(Asset)).one().missing_since is not None
-        _wait(missing, 20, "the deleted file to be marked missing")
+        poll(missing, 20, "the deleted file to be marked missing")
         with read_session(engine) as session:
             assert len(session.exec(select(Caption)).all()) == 2
     finally:
@@ -209,7 +203,7 @@ def _wait_ready(home: Path, proc: subprocess.Popen, after: int = 0) -> None:
     def ready() -> bool:
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         return log.exists() and log.read_text().count("watching") > after
-    _wait(ready, 120, "the daemon to start")
+    poll(ready, 120, "the daemon to start")
 
 
 def test_kill_9_mid_burst_then_restart_captions_everything_once(home, inbox, tmp_path, monkeypatch) -> None:
@@ -221,7 +215,7 @@ def test_kill_9_mid_burst_then_restart_captions_everything_once(home, inbox, tmp
         count = 120
         _burst(tmp_path / "source", inbox, count)
         engine = create_store_engine(settings.db_url)
-        _wait(lambda: _done_count(engine) >= 16, 120, "some captions before the kill")
+        poll(lambda: _done_count(engine) >= 16, 120, "some captions before the kill")
         proc.send_signal(signal.SIGSTOP)  # frozen: what is read now is what the kill interrupts
         assert _done_count(engine) < count, "the daemon finished the burst before it could be stopped"
         proc.send_signal(signal.SIGKILL)
@@ -229,7 +223,7 @@ def test_kill_9_mid_burst_then_restart_captions_everything_once(home, inbox, tmp
         more = [_unique_image(inbox / f"while-down-{n}.png", 500 + n) for n in range(5)]  # arrive while down
         proc = _spawn(home, inbox)
         _wait_ready(home, proc, after=1)
-        _wait(lambda: _done_count(engine) >= count + len(more), 180, "everything captioned after restart")
+        poll(lambda: _done_count(engine) >= count + len(more), 180, "everything captioned after restart")
         _captioned_once(engine, count + len(more))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
@@ -251,7 +245,7 @@ def test_sigterm_exits_zero_and_second_daemon_is_refused(home, inbox, tmp_path, 
         assert f"pid {proc.pid}" in err and "already runs" in err
         _burst(tmp_path / "source", inbox, 30)
         engine = create_store_engine(settings.db_url)
-        _wait(lambda: _done_count(engine) >= 1, 120, "captioning to be under way")
+        poll(lambda: _done_count(engine) >= 1, 120, "captioning to be under way")
         proc.send_signal(signal.SIGTERM)  # mid-burst: the batch in hand finishes or goes back to the queue
         assert proc.wait(60) == 0
         with read_session(engine) as session:
