@@ -146,6 +146,21 @@ def test_expired_lease_is_reclaimed_and_old_owner_cannot_complete(engine) -> Non
         assert complete(session, job_id, "new-worker")
 
 
+def test_an_idle_worker_counts_expired_leases_as_work(engine) -> None:
+    """A running worker decides to claim by counting runnable jobs: a job whose worker froze
+    or died mid-batch must count once its lease ends, or only a restart would bring it back."""
+    from catalogcap.store.queue import runnable_count
+
+    with write_session(engine) as session:
+        job_id = enqueue(session, _asset(session, 1).id).id
+    claim(engine, "frozen-worker", 1, lease_seconds=5)
+    with read_session(engine) as session:
+        assert runnable_count(session) == 0  # held under a live lease
+        assert runnable_count(session, now=utcnow() + timedelta(seconds=6)) == 1
+    [again] = claim(engine, "survivor", 1, lease_seconds=60, now=utcnow() + timedelta(seconds=6))
+    assert again.job_id == job_id
+
+
 def test_recover_stale_requeues_jobs_of_dead_processes(engine) -> None:
     import socket
 

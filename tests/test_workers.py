@@ -158,7 +158,13 @@ def test_worker_killed_mid_batch_its_jobs_return_after_the_lease(home: Path, tmp
         _wait(lambda: len(json.loads(_cli("status", "--json"))["workers"]) >= 2, 180, "the survivors to start")
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
-        _wait(lambda: {j.state for j in _jobs(engine)} == {"done"}, 240, "every job done after the lease")
+        try:
+            _wait(lambda: {j.state for j in _jobs(engine)} == {"done"}, 240, "every job done after the lease")
+        except AssertionError as exc:
+            states = sorted((j.id, j.state, j.lease_owner, str(j.lease_expires)) for j in _jobs(engine))
+            _stop(procs)
+            said = [proc.communicate()[1][-2000:] for proc in procs[1:]]
+            raise AssertionError(f"{exc}\njobs: {states}\nsurvivors said: {said}") from None
         for proc in procs[1:]:
             proc.send_signal(signal.SIGTERM)
         for proc in procs[1:]:

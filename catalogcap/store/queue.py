@@ -82,6 +82,16 @@ def enqueue(session: Session, asset_id: int, *, now: datetime | None = None) -> 
     return job
 
 
+def _runnable(now: datetime) -> sa.ColumnElement[bool]:
+    """What a claim may take: pending jobs due now, and running jobs whose lease ran out (their
+    worker was frozen or killed). `claim` and `runnable_count` share it, so an idle worker
+    that counts nothing to do never leaves an expired lease unclaimed."""
+    return sa.or_(
+        sa.and_(Job.state == "pending", Job.run_after <= now),
+        sa.and_(Job.state == "running", Job.lease_expires < now),
+    )
+
+
 def claim(
     engine: Engine, owner: str, limit: int, *, lease_seconds: float, now: datetime | None = None
 ) -> list[Claimed]:
@@ -89,12 +99,7 @@ def claim(
     now = now or utcnow()
     runnable = (
         select(Job.id)
-        .where(
-            sa.or_(
-                sa.and_(Job.state == "pending", Job.run_after <= now),
-                sa.and_(Job.state == "running", Job.lease_expires < now),
-            )
-        )
+        .where(_runnable(now))
         .order_by(Job.run_after, Job.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -273,5 +278,5 @@ def counts(session: Session) -> dict[str, int]:
 def runnable_count(session: Session, now: datetime | None = None) -> int:
     now = now or utcnow()
     return session.execute(
-        select(sa.func.count()).select_from(Job).where(Job.state == "pending", Job.run_after <= now)
+        select(sa.func.count()).select_from(Job).where(_runnable(now))
     ).scalar_one()
