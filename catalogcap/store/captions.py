@@ -90,6 +90,39 @@ def save_model_captions(
     return saved
 
 
+def import_human(session: Session, asset_id: int, kind: str, text: str, *, source: str,
+                 alt_text_limit: int = DEFAULT_ALT_TEXT_LIMIT, now: datetime | None = None) -> Caption | None:
+    """Record text a person wrote before catalogcap saw the image (embedded XMP alt text, a
+    Shopify "Image Alt Text", an API field) as the asset's caption of `kind`: state `accepted`,
+    no model, `source` noted. It then counts as a reference for training and the model's text
+    never replaces it. A caption a reviewer already decided is kept; a pending model caption is
+    replaced (its model text stays beside it). Returns None, changing nothing, for empty text or
+    text over the kind's limit."""
+    text = " ".join((text or "").split())
+    if not text or length_problem(kind, text, alt_text_limit):
+        return None
+    now = now or utcnow()
+    caption = session.exec(select(Caption).where(Caption.asset_id == asset_id, Caption.kind == kind)).first()
+    if caption is None:
+        caption = Caption(asset_id=asset_id, kind=kind, model_text=text, text=text, state="accepted", model="",
+                          source=source, reviewer=f"imported:{source}", reviewed_at=now, created_at=now,
+                          updated_at=now)
+    elif caption.state in ("pending", "superseded") or (caption.source and caption.source != source):
+        if caption.state not in ("pending", "superseded") and caption.source is None:
+            return caption  # a reviewer decided it here: their decision stands
+        caption.text, caption.state, caption.source = text, "accepted", source
+        caption.reviewer, caption.reviewed_at, caption.updated_at = f"imported:{source}", now, now
+        caption.reject_reason = None
+        caption.version += 1
+    elif caption.source == source and caption.text != text:
+        caption.text, caption.updated_at, caption.version = text, now, caption.version + 1
+    else:
+        return caption
+    session.add(caption)
+    session.flush()
+    return caption
+
+
 def decide(
     session: Session, caption_id: int, decision: str, *, reviewer: str, text: str | None = None,
     expected_version: int | None = None, reason: str | None = None, now: datetime | None = None,

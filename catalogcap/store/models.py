@@ -11,7 +11,10 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 ASSET_STATES = ("queued", "captioned", "rejected")
-CAPTION_STATES = ("pending", "accepted", "edited", "rejected")
+CAPTION_STATES = ("pending", "accepted", "edited", "rejected", "superseded")
+# `superseded`: a pending caption of bytes a file no longer holds (kept for history, out of review
+# and exports). A caption whose image has no live path keeps its state; readers leave it out.
+PRODUCT_FIELDS = ("title", "brand", "category", "sku", "color", "material")  # named columns of `products`
 JOB_STATES = ("pending", "running", "done", "failed")
 KINDS = ("alt_text", "description")
 
@@ -76,6 +79,8 @@ class AssetPath(SQLModel, table=True):
     size: int
     mtime_ns: int = Field(sa_type=sa.BigInteger)
     missing: bool = Field(default=False, index=True)
+    # the client's own name for the file (an API upload stored under another name), for export matching
+    source_name: str | None = None
     first_seen: datetime = _ts()
     last_seen: datetime = _ts()
 
@@ -101,6 +106,38 @@ class Caption(SQLModel, table=True):
     reviewer: str | None = Field(default=None, max_length=128)
     reviewed_at: datetime | None = _ts(nullable=True)
     reject_reason: str | None = None
+    # provenance of the text: None for the model's; "xmp", "shopify", "api", "csv"... for human text
+    # that existed before catalogcap (imported as accepted, never overwritten by exports)
+    source: str | None = Field(default=None, max_length=32)
+    context: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)  # product fields the prompt used
+    profile: str | None = Field(default=None, max_length=64)  # the [[profiles]] entry that captioned it
+    warnings: list[Any] = Field(default_factory=list, sa_type=sa.JSON)  # consistency problems found
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class Product(SQLModel, table=True):
+    """Product data about an image: from an import (`products import`), a sidecar `NAME.json`,
+    the HTTP API or a plugin. A row names its image by `file` (a file name, or a path relative to
+    a watched root, as the source gave it) or is bound to an asset (`asset_id`); `key` makes
+    re-imports idempotent (e.g. "csv:lamp.jpg", "sidecar:/photos/lamp.json", "api:17")."""
+
+    __tablename__ = "products"
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, index=True)
+    source: str = Field(max_length=32)  # csv | shopify | sidecar | api | plugin
+    origin: str | None = None  # where it was read: the imported file, the sidecar's path
+    file: str | None = Field(default=None, index=True)
+    file_folded: str | None = Field(default=None, index=True)  # `file`'s last part, case-folded, for matching
+    asset_id: int | None = Field(default=None, foreign_key="assets.id", index=True, ondelete="CASCADE")
+    title: str | None = None
+    brand: str | None = None
+    category: str | None = None
+    sku: str | None = Field(default=None, index=True)
+    color: str | None = None
+    material: str | None = None
+    fields: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)  # any other columns, as strings
+    alt_text: str | None = None  # human alt text that came with the record (Shopify "Image Alt Text")
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 
