@@ -64,26 +64,37 @@ class Conflict(CatalogcapError):
 
 def save_model_captions(
     session: Session, asset_id: int, texts: dict[str, str], *, model: str, adapter_id: str | None,
-    generation: dict[str, dict[str, Any]],
+    generation: dict[str, dict[str, Any]], context: dict[str, dict[str, Any]] | None = None,
+    profile: str | None = None, alt_text_limit: int = DEFAULT_ALT_TEXT_LIMIT,
 ) -> list[Caption]:
-    """Insert or refresh the model's captions of an asset. Reviewed captions are kept as
-    reviewed; a pending one is replaced by the new model text."""
+    """Insert or refresh the model's captions of an asset. Reviewed captions (and human text
+    imported as accepted) are kept as they are; a pending one is replaced by the new model text.
+
+    `context[kind]`: the provenance of the product context the prompt used, stored with the
+    caption: {"fields": {name: value used}, "template": the prompt template, "prompt": the
+    rendered prompt, "sources": [...]}. `profile`: the [[profiles]] entry that captioned it.
+    Each saved caption's `warnings` are computed here (`catalogcap.products.consistency`)."""
+    from catalogcap.products.consistency import caption_warnings
+
     now = utcnow()
     saved = []
     for kind in KINDS:
+        used = (context or {}).get(kind) or {}
         caption = session.exec(select(Caption).where(Caption.asset_id == asset_id, Caption.kind == kind)).first()
         if caption is None:
             caption = Caption(asset_id=asset_id, kind=kind, model_text=texts[kind], text=texts[kind],
                               model=model, adapter_id=adapter_id, generation=generation[kind],
-                              created_at=now, updated_at=now)
+                              context=used, profile=profile, created_at=now, updated_at=now)
         elif caption.state == "pending":
             caption.model_text = caption.text = texts[kind]
             caption.model, caption.adapter_id, caption.generation = model, adapter_id, generation[kind]
+            caption.context, caption.profile = used, profile
             caption.version += 1
             caption.updated_at = now
         else:
             saved.append(caption)
             continue
+        caption.warnings = caption_warnings(kind, caption.text, used, alt_text_limit=alt_text_limit)
         session.add(caption)
         saved.append(caption)
     session.flush()
