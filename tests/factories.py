@@ -221,6 +221,8 @@ class Receiver:
         self.received: list[tuple[dict[str, str], dict]] = []
         self.plan: list[int] = []
         self.delay = 0.0
+        self.hold: threading.Event | None = None  # when set to an Event, answers wait until it is set
+        self.arrived = threading.Event()  # a request reached the handler
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -228,6 +230,9 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
                 signed = hmac.compare_digest(expected, self.headers.get("X-Catalogcap-Signature", ""))
+                receiver.arrived.set()
+                if receiver.hold is not None:
+                    receiver.hold.wait(60)
                 time.sleep(receiver.delay)
                 status = (receiver.plan.pop(0) if receiver.plan else 200) if signed else 401
                 if status == 200:

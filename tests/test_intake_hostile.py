@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -97,7 +96,9 @@ def test_daemon_survives_fifos_at_start_and_after_and_stops_on_sigterm(home: Pat
         poll(ready, 90, "the daemon to get past reconciliation")
         os.mkfifo(inbox / "late-fifo.png")
         (inbox / "late-zero.png").symlink_to("/dev/zero")
-        time.sleep(0.5)  # the hostile names arrive first, so a stuck arrivals thread would miss the next file
+        # the late hostile names are handled (and reported) first: a stuck arrivals thread would
+        # then never register the next file
+        poll(lambda: log.read_text().count("not a regular file") >= 4, 60, "all four hostile names reported")
         make_image(inbox / "after.png", "blue")
 
         def both_captioned() -> bool:
@@ -107,7 +108,6 @@ def test_daemon_survives_fifos_at_start_and_after_and_stops_on_sigterm(home: Pat
             return len(done) == 2 and names == {"before.jpg", "after.png"}
 
         poll(both_captioned, 90, "the files before and after the FIFOs to be captioned")
-        poll(lambda: log.read_text().count("not a regular file") >= 4, 30, "all four hostile names reported")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:

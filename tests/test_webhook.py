@@ -7,11 +7,13 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from catalogcap_webhook.delivery import stop_couriers
 from catalogcap_webhook.outbox import Outbox
 from click.testing import CliRunner
@@ -104,7 +106,7 @@ def test_a_receiver_that_was_down_catches_up_with_every_event_exactly_once(
     status = json.loads(run("webhook", "status", "--json"))["deliveries"]
     assert status[f"http://127.0.0.1:{port}/hooks/catalogcap"]["pending"] == 5
     assert "ConnectError" in status[f"http://127.0.0.1:{port}/hooks/catalogcap"]["last_error"]
-    time.sleep(0.5)  # a few more failed tries while it is down
+    wait_for(lambda: _most_attempts(outbox) >= 2)  # the courier tried again while it is down
     receiver = Receiver(port)
     try:
         wait_for(lambda: len(receiver.received) == 5)  # the courier retries by itself
@@ -117,6 +119,13 @@ def test_a_receiver_that_was_down_catches_up_with_every_event_exactly_once(
         assert max(int(h["X-Catalogcap-Attempt"]) for h, _b in receiver.received) > 1
     finally:
         receiver.close()
+
+
+def _most_attempts(outbox) -> int:
+    from catalogcap.store.models import OutboxRow
+
+    with outbox.engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.max(OutboxRow.attempts))).scalar() or 0
 
 
 def run_settings(home: Path):
@@ -196,16 +205,21 @@ def test_the_config_refuses_secrets_and_plain_http_to_other_hosts(home: Path) ->
 
 def test_hooks_return_at_once_while_the_endpoint_is_slow(home: Path, engine, photos: Path,
                                                          receiver: Receiver) -> None:
-    receiver.delay = 1.5
+    """The endpoint holds every request until the test lets it go: the hook call must return
+    while a delivery is still waiting on it (no timing involved)."""
+    receiver.hold = threading.Event()
     configure(home, receiver.url)
     ids = add_image(engine, photos / "red-shirt.jpg")
     from tests.plugin_support import review
 
     review(engine, ids["alt_text"])
     hooks = Hooks(engine, settings=run_settings(home))
-    started = time.monotonic()
-    hooks.captions_reviewed([ids["alt_text"]], "accept")
-    assert time.monotonic() - started < 0.5
+    try:
+        hooks.captions_reviewed([ids["alt_text"]], "accept")  # returns although the endpoint never answers
+        wait_for(receiver.arrived.is_set)  # the courier is now inside a delivery the endpoint holds
+        assert receiver.received == []
+    finally:
+        receiver.hold.set()
     wait_for(lambda: len(receiver.received) == 1)
 
 
