@@ -24,6 +24,8 @@ from catalogcap.demo import DEMO_MODEL, catalog
 from catalogcap.demo.reviewer import review_toward_house
 from catalogcap.errors import CatalogcapError
 from catalogcap.intake import scan
+from catalogcap.services.announce import Callbacks
+from catalogcap.services.training import train_round
 from catalogcap.settings import load_settings
 from catalogcap.store.captions import decide
 from catalogcap.store.database import create_store_engine, read_session, write_session
@@ -99,7 +101,10 @@ def promoted(captioned, tmp_path_factory):
     try:
         settings, engine = _copy_home(home, tmp_path_factory.mktemp("promoted") / "home", mp)
         review_toward_house(engine, truth, share=REVIEWED)
-        result = run_round(engine, settings, force=True)
+        heard: list[str] = []  # what plugins are told: the promotion, once, after it is in the store
+        result = train_round(engine, settings, Callbacks(promoted=lambda a: heard.append(
+            f"{a.id}:{registry.get(engine, a.id).state}")), force=True)
+        result.extra["announced"] = heard
         engine.dispose()
     finally:
         mp.undo()
@@ -163,6 +168,7 @@ def test_a_default_round_learns_the_house_style(after_round) -> None:
     print("\n" + _check_lift(settings, engine, truth, result))
     assert result.extra["policy"]["budget"]["lrs"] == settings.training.lr_candidates
     assert result.candidate["fact_recall"] is not None and "fact_kinds" in result.candidate
+    assert result.extra["announced"] == ([f"{result.adapter}:active"] if result.promoted else [])
 
 
 def test_a_default_round_learns_on_another_catalog(tmp_path_factory, monkeypatch) -> None:

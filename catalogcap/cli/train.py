@@ -36,7 +36,8 @@ def train(app: App, dry_run: bool, force: bool, resume: bool, as_json: bool, epo
                        ("batch_size", train_batch), ("max_minutes", max_minutes)):
         if value is not None:
             app.overrides[f"training.{key}"] = value
-    from catalogcap.training.round import run_round
+    from catalogcap.plugins import hooks_for
+    from catalogcap.services.training import train_round
 
     settings, engine = app.settings, app.engine
     if not dry_run:
@@ -52,13 +53,8 @@ def train(app: App, dry_run: bool, force: bool, resume: bool, as_json: bool, epo
         progress.update(task, completed=step, total=total, loss=f"{loss:.3f}")
 
     with progress:
-        result = run_round(engine, settings, force=force, resume=resume, dry_run=dry_run, trigger=trigger,
-                           on_step=on_step)
-    if result.promoted:
-        from catalogcap.plugins import hooks_for
-        from catalogcap.training import registry
-
-        hooks_for(app).adapter_promoted(registry.get(engine, result.adapter))
+        result = train_round(engine, settings, hooks_for(app), force=force, resume=resume, dry_run=dry_run,
+                             trigger=trigger, on_step=on_step)
     if as_json:
         data = result.to_json()
         for side in ("candidate", "active"):

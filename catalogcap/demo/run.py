@@ -85,7 +85,8 @@ def _done(engine) -> int:
 
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:
-    from catalogcap.training.round import run_round
+    from catalogcap.services.announce import SILENT
+    from catalogcap.services.training import train_round
     from catalogcap.watch.daemon import Daemon
 
     console = console or Console(stderr=True, quiet=options.quiet)
@@ -138,7 +139,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
                        TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=console)
         with bar:
             task = bar.add_task("train", total=None, loss="-")
-            round_result = run_round(engine, settings, force=True, on_step=lambda s, t, loss: bar.update(
+            # the demo's home enables no plugin: nobody to tell about a promotion
+            round_result = train_round(engine, settings, SILENT, force=True, on_step=lambda s, t, loss: bar.update(
                 task, completed=s, total=t, loss=f"{loss:.3f}"))
         result.round = round_result.to_json()
         _show_metrics(console, round_result)
