@@ -93,13 +93,21 @@ def _runnable(now: datetime) -> sa.ColumnElement[bool]:
 
 
 def claim(
-    engine: Engine, owner: str, limit: int, *, lease_seconds: float, now: datetime | None = None
+    engine: Engine, owner: str, limit: int, *, lease_seconds: float, now: datetime | None = None,
+    job_ids: list[int] | None = None,
 ) -> list[Claimed]:
-    """Atomically take up to `limit` runnable jobs (oldest first) under a lease for `owner`."""
+    """Atomically take up to `limit` runnable jobs (oldest first) under a lease for `owner`;
+    with `job_ids`, only those of them still runnable (a backfill's planned batch: a job another
+    worker took or finished meanwhile is skipped, so nothing is captioned twice)."""
     now = now or utcnow()
+    where = [_runnable(now)]
+    if job_ids is not None:
+        if not job_ids:
+            return []
+        where.append(col(Job.id).in_(list(job_ids)))
     runnable = (
         select(Job.id)
-        .where(_runnable(now))
+        .where(*where)
         .order_by(Job.run_after, Job.id)
         .limit(limit)
         .with_for_update(skip_locked=True)

@@ -122,11 +122,13 @@ class Worker:
                 log.exception("worker batch failed; continuing")
                 stop.wait(min(2.0 * failures, 30.0))
 
-    def run_batch(self, limit: int | None = None) -> BatchResult:
-        """Claim and caption up to `limit` (batch size) jobs; an empty result means no work."""
-        limit = limit or self.settings.batch_size
+    def run_batch(self, limit: int | None = None, *, job_ids: list[int] | None = None) -> BatchResult:
+        """Claim and caption up to `limit` (batch size) jobs; an empty result means no work.
+        With `job_ids` (a backfill's planned batch), only those that are still runnable."""
+        limit = len(job_ids) if job_ids is not None else (limit or self.settings.batch_size)
         self.captioner()  # a model that cannot load fails here, before any job is claimed or touched
-        claimed = claim(self.engine, self.owner, limit, lease_seconds=self.settings.queue.lease_seconds)
+        claimed = claim(self.engine, self.owner, limit, lease_seconds=self.settings.queue.lease_seconds,
+                        job_ids=job_ids)
         result = BatchResult(claimed=len(claimed))
         if not claimed:
             return result
