@@ -105,7 +105,9 @@ class StoreCollector(Collector):
             runs = dict(session.execute(select(TrainingRun.state, sa.func.count()).group_by(TrainingRun.state)).all())
         yield _gauge("catalogcap_queue_jobs", "Captioning jobs by state (the queue depth is state=pending).",
                      "state", sorted(status["jobs"].items()))
-        yield GaugeMetricFamily("catalogcap_queue_runnable_jobs", "Jobs a worker may claim now: pending ones whose retry delay has passed, running ones whose lease ran out.",
+        yield GaugeMetricFamily("catalogcap_queue_runnable_jobs",
+                                "Jobs a worker may claim now: pending ones whose retry delay has passed,"
+                                " running ones whose lease ran out.",
                                 value=runnable)
         yield _gauge("catalogcap_assets", "Distinct images by state.", "state",
                      [(s, status["assets_by_state"].get(s, 0)) for s in ASSET_STATES])
