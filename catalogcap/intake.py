@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import functools
 import os
+import re
 import stat as stat_module
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -59,10 +61,17 @@ class ScanReport:
 
 def matches(name: str, include: Iterable[str], ignore: Iterable[str]) -> bool:
     """Case-insensitive glob test on a file name: included and not ignored."""
+    wanted, unwanted = _globs(tuple(include), tuple(ignore))
     lower = name.lower()
-    if any(fnmatch.fnmatch(lower, pattern.lower()) for pattern in ignore):
-        return False
-    return any(fnmatch.fnmatch(lower, pattern.lower()) for pattern in include)
+    return wanted.match(lower) is not None and (unwanted is None or unwanted.match(lower) is None)
+
+
+@functools.lru_cache(maxsize=32)
+def _globs(include: tuple[str, ...], ignore: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str] | None]:
+    """The include and ignore globs as one compiled regex each (a walk tests every name)."""
+    def one(patterns: tuple[str, ...]) -> re.Pattern[str]:
+        return re.compile("|".join(f"(?:{fnmatch.translate(p.lower())})" for p in patterns) or "(?!)")
+    return one(include), (one(ignore) if ignore else None)
 
 
 BAD_NAME = "file name is not valid UTF-8 (an old Latin-1 or Windows name?); rename the file"
@@ -326,19 +335,23 @@ def mark_missing(engine: Engine, root: Path, seen: set[str] | None = None) -> in
     now = utcnow()
     gone = 0
     with write_session(engine) as session:
-        rows = session.exec(
-            select(AssetPath).where(col(AssetPath.path).startswith(prefix), col(AssetPath.missing).is_(False))
+        rows = session.execute(
+            sa.select(AssetPath.id, AssetPath.path, AssetPath.asset_id)
+            .where(col(AssetPath.path).startswith(prefix), col(AssetPath.missing).is_(False))
         ).all()
         touched: set[int] = set()
-        for row in rows:
-            if seen is not None and row.path in seen:
+        gone_ids: list[int] = []
+        for path_id, path, asset_id in rows:
+            if seen is not None and path in seen:
                 continue
-            if present(row.path) is not False:  # there, or hidden behind an unreadable folder: not gone
+            if present(path) is not False:  # there, or hidden behind an unreadable folder: not gone
                 continue
-            row.missing = True
-            session.add(row)
-            touched.add(row.asset_id)
-            gone += 1
+            gone_ids.append(path_id)
+            touched.add(asset_id)
+        for start in range(0, len(gone_ids), 500):
+            session.execute(sa.update(AssetPath).where(col(AssetPath.id).in_(gone_ids[start:start + 500]))
+                            .values(missing=True))
+        gone = len(gone_ids)
         session.flush()
         for asset_id in touched:
             _missing_if_orphaned(session, asset_id, now)
@@ -374,15 +387,70 @@ def scan(engine: Engine, roots: Iterable[Path], settings: Settings, progress=Non
     for root in roots:
         root = root.absolute()
         seen: set[str] = set()
-        for path in iter_images(root, settings, unreadable):
+        for chunk in _chunks(iter_images(root, settings, unreadable), BULK):
             if stop is not None and stop.is_set():
                 return report
-            report.found += 1
-            item = register_file(engine, path, settings)
-            seen.add(str(item.path))
-            report.add(item)
-            if progress is not None:
-                progress(item)
+            for item in _register_chunk(engine, chunk, settings, stop):
+                report.found += 1
+                seen.add(str(item.path))
+                report.add(item)
+                if progress is not None:
+                    progress(item)
+            if stop is not None and stop.is_set():
+                return report
         if root.is_dir():
             report.missing += mark_missing(engine, root, seen)
     return report
+
+
+BULK = 500  # files compared with the store per query when scanning
+
+
+def _chunks(paths: Iterable[Path], size: int) -> Iterator[list[Path]]:
+    chunk: list[Path] = []
+    for path in paths:
+        chunk.append(path)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _register_chunk(engine: Engine, paths: list[Path], settings: Settings,
+                    stop: threading.Event | None = None) -> Iterator[Registered]:
+    """Register a chunk of walked files, comparing them with the store in bulk: one query
+    loads what the store knows of all of them, files whose size and mtime still match (and
+    whose picture id is known) are unchanged without a transaction of their own (their
+    `last_seen` is refreshed by one UPDATE for the chunk), and only the others go through
+    `register_file`. A rescan of an unchanged catalog costs a stat per file and two
+    statements per chunk, instead of three queries and a transaction per file."""
+    names = {str(path.absolute()): path for path in paths if utf8_name(path)}
+    with read_session(engine) as session:
+        known = {row[0]: row[1:] for row in session.execute(
+            sa.select(AssetPath.path, AssetPath.id, AssetPath.size, AssetPath.mtime_ns, AssetPath.missing,
+                      AssetPath.asset_id, Asset.content_id, Asset.state, Asset.error)
+            .join(Asset, Asset.id == AssetPath.asset_id)
+            .where(col(AssetPath.path).in_(list(names)))).all()}
+    still: list[int] = []
+    for path in paths:
+        if stop is not None and stop.is_set():
+            break
+        name = str(path.absolute())
+        row = known.get(name)
+        if row is not None:
+            path_id, size, mtime_ns, missing, asset_id, content, state, error = row
+            try:
+                stat = os.stat(name)
+            except OSError:
+                stat = None
+            if (stat is not None and stat_module.S_ISREG(stat.st_mode) and not missing and content is not None
+                    and (stat.st_size, stat.st_mtime_ns) == (size, mtime_ns)):
+                still.append(path_id)
+                yield Registered(path.absolute(), "unchanged", asset_id, error if state == "rejected" else None)
+                continue
+        yield register_file(engine, path, settings)
+    if still:
+        now = utcnow()
+        with write_session(engine) as session:
+            session.execute(sa.update(AssetPath).where(col(AssetPath.id).in_(still)).values(last_seen=now))
