@@ -46,3 +46,12 @@ def adapter_promoted(adapter, settings):
 @hookspec
 def adapter_rolled_back(adapter, active, settings):
     """`adapters rollback` took an adapter down; active is the AdapterEvent now in use, or None for the base model."""
+
+
+@hookspec
+def product_context(path, asset):
+    """Product data about an image from a PIM or DAM: return a dict of field name -> text (or None).
+
+    `path` is the image's primary live path (a str, or None), `asset` an AssetInfo snapshot
+    (`id`, `fingerprint`, `paths`, `width`, `height`, `format`). Called where an image's context
+    is resolved for captioning; the fields rank below the API's and a sidecar's, above imports'."""

@@ -96,6 +96,14 @@ def identifier(name: str) -> str:
     return f"f_{text}" if text[:1].isdigit() else text
 
 
+def field_name(key: str) -> str:
+    """A field's name as stored: a named field by any of its spellings ("Colour" -> "color",
+    "Vendor" -> "brand"), any other as its `identifier`."""
+    name = identifier(key)
+    meaning = COLUMN_MEANING.get(name)
+    return meaning if meaning in PRODUCT_FIELDS else name
+
+
 def src_file(src: str) -> str:
     """The file name an `Image Src` URL points at: percent-decoded, query and Shopify's
     duplicate-upload suffix left out (as catalogcap-shopify's exporter compares them)."""
