@@ -50,8 +50,4 @@ def adapter_rolled_back(adapter, active, settings):
 
 @hookspec
 def product_context(path, asset):
-    """Product data about an image from a PIM or DAM: return a dict of field name -> text (or None).
-
-    `path` is the image's primary live path (a str, or None), `asset` an AssetInfo snapshot
-    (`id`, `fingerprint`, `paths`, `width`, `height`, `format`). Called where an image's context
-    is resolved for captioning; the fields rank below the API's and a sidecar's, above imports'."""
+    """Product data about an image (path: its primary path; asset: an AssetInfo): a dict of field -> text, or None."""

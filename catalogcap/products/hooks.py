@@ -42,18 +42,14 @@ class AssetInfo:
         return self.paths[0] if self.paths else None
 
 
-@lru_cache(maxsize=4)
-def _manager(enabled: tuple[str, ...] | None):
-    from catalogcap.plugins.manager import make_manager
-
-    return make_manager(list(enabled) if enabled is not None else None)
-
-
+@lru_cache(maxsize=1)
 def default_manager():
-    """The process's plugin manager for the `plugins` setting (made once)."""
+    """The process's plugin manager for the `plugins` setting, made on first use (a caller that
+    has its own manager, such as the worker's `Hooks.pm`, passes it instead)."""
+    from catalogcap.plugins.manager import make_manager
     from catalogcap.settings import load_settings
 
-    return _manager(tuple(load_settings().plugins))
+    return make_manager(load_settings().plugins)
 
 
 def _clean(plugin: str, result: Any, pm: Any) -> dict[str, str]:
