@@ -12,8 +12,7 @@ from sqlmodel import select
 
 from catalogcap.cli import cli
 from catalogcap.intake import scan
-from catalogcap.products import context_for
-from catalogcap.products import importer
+from catalogcap.products import context_for, importer
 from catalogcap.store.database import read_session
 from catalogcap.store.models import Caption, Product
 from tests.conftest import make_image

@@ -266,7 +266,7 @@ def _csv_rows(found: list[tuple[int, list[str]]], name: str) -> tuple[list[Row],
 
 
 def _shopify_rows(found: list[tuple[int, list[str]]], name: str) -> tuple[list[Row], list[dict[str, Any]]]:
-    (first_line, header), body = found[0], found[1:]
+    (_, header), body = found[0], found[1:]
     names = [cell.strip() for cell in header]
     missing = [column for column in SHOPIFY_REQUIRED if column not in names]
     if missing:

@@ -140,7 +140,8 @@ def _save_product(ctx: ApiContext, fingerprint: str, product: ProductIn, path: P
             key=key, source="api", asset_id=asset.id, created_at=now)
         for name, value in values.items():
             setattr(row, name, value)
-        row.fields, row.alt_text, row.origin, row.updated_at = dict(sorted(others.items())), product.alt_text, "api", now
+        row.fields, row.alt_text = dict(sorted(others.items())), product.alt_text
+        row.origin, row.updated_at = "api", now
         session.add(row)
         session.flush()
         if product.alt_text:
