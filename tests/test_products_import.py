@@ -93,6 +93,15 @@ def test_csv_import_maps_columns_matches_files_and_is_idempotent(home, engine, s
     assert "sofa.jpg" in human and "updated" in human
 
 
+def test_formula_looking_alt_text_is_data_and_exported_neutralised(home, engine, shop, tmp_path) -> None:
+    csv_file = tmp_path / "catalog.csv"
+    csv_file.write_text('file,alt\nlamp-01.jpg,"=HYPERLINK(""http://evil"",""lamp"")"\n')
+    assert run_json("products", "import", str(csv_file))["matched"] == 1
+    assert alt_caption(engine, shop["Lamp-01.JPG"]).text == '=HYPERLINK("http://evil","lamp")'
+    exported = run("export", "csv", "--kind", "alt_text")
+    assert """'=HYPERLINK(""http://evil"",""lamp"")""" in exported
+
+
 def test_an_image_arriving_later_links_and_takes_the_alt_text(home, engine, settings, tmp_path) -> None:
     csv_file = tmp_path / "catalog.csv"
     csv_file.write_text("file,title,alt_text\nsofa.jpg,Green sofa,A green sofa with three cushions\n")

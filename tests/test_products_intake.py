@@ -44,9 +44,11 @@ def test_scan_reads_sidecars_and_follows_their_changes(home, engine, settings, t
                                                   "price": 12.5, "tags": ["x"], "alt_text": "Red arc lamp"}))
     (folder / "mug.png.json").write_text("{not json")
     (folder / "twin.json").write_text('{"title": "Which one?"}')
+    make_image(folder / "huge.jpg", "black")
+    (folder / "huge.json").write_text('{"notes": "' + "x" * 2**20 + '"}')
     with caplog.at_level(logging.WARNING, logger="catalogcap.products"):
         report = scan(engine, [folder], settings)
-    assert report.outcomes["new"] == 4
+    assert report.outcomes["new"] == 5
     rows = sidecars(engine)
     assert set(rows) == {"lamp.json"}
     row = rows["lamp.json"]
@@ -57,6 +59,7 @@ def test_scan_reads_sidecars_and_follows_their_changes(home, engine, settings, t
     assert alt_caption(engine, row.asset_id).source == "sidecar"
     assert "mug.png.json: not valid JSON" in caplog.text
     assert "several images are named twin.*" in caplog.text
+    assert "huge.json: over 1,048,576 bytes" in caplog.text
 
     (folder / "lamp.json").unlink()
     (folder / "lamp.jpg.json").write_text('{"title": "Floor lamp"}')
