@@ -37,6 +37,7 @@ FORMATS = ("csv", "shopify")
 MAX_CELL_BYTES = 10 * 2**20  # one cell (a Shopify Body (HTML) can be long, not this long)
 MAX_ROW_BYTES = 16 * 2**20  # all cells of one row together
 MAX_COLUMNS = 1000
+MAX_FILE_BYTES = 2**30  # the whole file is read and checked before anything is written
 CHUNK = 500
 
 # Column names (normalised by `identifier`) that mean one of the named product fields.
@@ -388,6 +389,9 @@ def write(session: Session, rows: list[Row], source: str, origin: str, *, alt_te
 def import_file(engine: Engine, path: Path, *, fmt: str | None = None, alt_text_limit: int = 125) -> Report:
     """Import a CSV or Shopify export: parse and check everything, then write it in one transaction."""
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ImportRefused(f"{path}: {size:,} bytes (at most {MAX_FILE_BYTES:,}); split the file")
         data = path.read_bytes()
     except OSError as exc:
         raise ImportRefused(f"cannot read {path}: {exc.strerror or exc}") from None
