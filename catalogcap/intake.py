@@ -213,11 +213,12 @@ def probe_file(path: Path, settings: Settings) -> Probe:
 
 def register(session: Session, path: Path, settings: Settings, *, fingerprint: str | None = None,
              hashed: tuple[int, int] | None = None, probed: Probe | None = None,
-             content: str | None = None) -> Registered:
+             content: str | None = None, embedded_alt: str | None = None) -> Registered:
     """Classify and record one file inside the caller's transaction. `fingerprint`, `probed` and
     `content` (sha256, header, picture id) were computed outside it from the file as it was at
     `hashed` (size, mtime), so the write lock is not held while reading; a file changed since is
-    read again. `content` of an unchanged file fills in an asset's missing content id."""
+    read again. `content` of an unchanged file fills in an asset's missing content id.
+    `embedded_alt`: human alt text read from the file's XMP, kept if the bytes are new."""
     path = path.absolute()
     now = utcnow()
     try:
@@ -282,7 +283,32 @@ def register(session: Session, path: Path, settings: Settings, *, fingerprint: s
     session.flush()
     _attach_path(session, asset, path, stat, now)
     enqueue(session, asset.id, now=now)
+    _import_human_alt_text(session, asset.id, path, embedded_alt, settings)
     return Registered(path, "changed" if known is not None else "new", asset.id)
+
+
+def _import_human_alt_text(session: Session, asset_id: int, path: Path, embedded: str | None,
+                           settings: Settings) -> None:
+    """A new asset: alt text a person already wrote becomes its accepted caption, never replaced
+    by the model's: a product row's (an import, the API...) first, else the file's own XMP."""
+    from catalogcap.products.context import context_for
+    from catalogcap.store.captions import import_human
+
+    context = context_for(session, asset_id, [str(path)])
+    for text, source in ((context.alt_text, context.alt_text_source), (embedded, "xmp")):
+        if text and import_human(session, asset_id, "alt_text", text, source=source or "import",
+                                 alt_text_limit=settings.alt_text_limit) is not None:
+            return
+
+
+def embedded_alt_text(path: Path, limit: int) -> str | None:
+    """Human alt text in the file's XMP packet (bounded read; never fails the registration)."""
+    from catalogcap.products.embedded import alt_text
+
+    try:
+        return alt_text(path, limit)
+    except Exception:  # a reader bug must not keep an image out of the store
+        return None
 
 
 def register_file(engine: Engine, path: Path, settings: Settings, *,
@@ -294,7 +320,7 @@ def register_file(engine: Engine, path: Path, settings: Settings, *,
     path = path.absolute()
     if not utf8_name(path):
         return Registered(path, "rejected", None, BAD_NAME)
-    fingerprint, hashed, probe, content = None, None, None, None
+    fingerprint, hashed, probe, content, embedded = None, None, None, None, None
     try:
         stat = path.stat()
         if not stat_module.S_ISREG(stat.st_mode):  # a FIFO or device would hang the reader
@@ -312,6 +338,7 @@ def register_file(engine: Engine, path: Path, settings: Settings, *,
             if new_bytes:
                 probe = probed[1] if probed is not None and probed[0] == hashed else probe_file(path, settings)
                 content = picture_id(path, settings, fingerprint)
+                embedded = embedded_alt_text(path, settings.alt_text_limit)
         elif unidentified is not None:  # unchanged: read it once now to learn its picture id
             content = picture_id(path, settings, unidentified)
     except OSError:
@@ -320,7 +347,7 @@ def register_file(engine: Engine, path: Path, settings: Settings, *,
         try:
             with write_session(engine) as session:
                 return register(session, path, settings, fingerprint=fingerprint, hashed=hashed, probed=probe,
-                                content=content)
+                                content=content, embedded_alt=embedded)
         except sa.exc.IntegrityError:
             if attempt == 2:
                 raise
@@ -384,9 +411,12 @@ def scan(engine: Engine, roots: Iterable[Path], settings: Settings, progress=Non
         reason = f"unreadable folder: {exc.strerror or exc}; its images are not scanned"
         report.unreadable_folders.append({"path": display(folder), "reason": reason})
 
+    from catalogcap.products.sidecar import sync_images
+
     for root in roots:
         root = root.absolute()
         seen: set[str] = set()
+        registered: list[tuple[Path, int]] = []  # images whose sidecars (NAME.json) are read after the walk
         for chunk in _chunks(iter_images(root, settings, unreadable), BULK):
             if stop is not None and stop.is_set():
                 return report
@@ -394,10 +424,13 @@ def scan(engine: Engine, roots: Iterable[Path], settings: Settings, progress=Non
                 report.found += 1
                 seen.add(str(item.path))
                 report.add(item)
+                if item.asset_id is not None and item.outcome not in ("rejected", "vanished"):
+                    registered.append((item.path, item.asset_id))
                 if progress is not None:
                     progress(item)
             if stop is not None and stop.is_set():
                 return report
+        sync_images(engine, registered, settings)
         if root.is_dir():
             report.missing += mark_missing(engine, root, seen)
     return report

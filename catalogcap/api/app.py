@@ -104,7 +104,10 @@ def create_app(settings: Settings, engine: Engine | None = None, *, run_worker: 
         app = FastAPI(docs_url=None, openapi_url=None, **meta)
     app.state.ctx = ctx
     problems.install(app)
-    app.include_router(images.upload_router, form_limits={"max_files": 1, "max_fields": 1, "max_part_size": 8192})
+    # text parts: `path` and the product data (sku, title, brand, fields, alt_text, source_name); `fields`
+    # may hold 100 values of 10 KB, so a text part may be a little over 1 MB
+    app.include_router(images.upload_router, form_limits={"max_files": 1, "max_fields": 7,
+                                                          "max_part_size": 1_200_000})
     app.include_router(images.router)
     app.include_router(captions.router)
     app.include_router(system.router)

@@ -166,3 +166,59 @@ class StatusOut(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
+
+
+MAX_PRODUCT_FIELDS = 100
+MAX_FIELD_BYTES = 10 * 1024
+
+
+class ProductIn(BaseModel):
+    """Product data sent with an image (`POST /v1/images`, upload or path): stored as the image's
+    "api" product row, which outranks sidecars, plugins and imports. `alt_text` is alt text a
+    person wrote: it becomes the image's accepted alt text, never replaced by the model's."""
+
+    model_config = ConfigDict(extra="forbid")
+    sku: str | None = Field(None, min_length=1, max_length=256, description="The product's SKU.")
+    title: str | None = Field(None, min_length=1, max_length=1000, description="The product's title.")
+    brand: str | None = Field(None, min_length=1, max_length=256, description="The product's brand.")
+    fields: dict[str, str] = Field(
+        default_factory=dict, max_length=MAX_PRODUCT_FIELDS,
+        description="Any other fields (at most 100; values up to 10 KB of text), e.g. {\"color\": \"red\"}; names"
+        " are stored as lower snake_case (\"Colour\" means color).")
+    alt_text: str | None = Field(None, min_length=1, max_length=1000,
+                                 description="Human alt text (at most the store's alt_text_limit characters).")
+    source_name: str | None = Field(
+        None, min_length=1, max_length=255, pattern=r"^[^/\\]+$",
+        description="The client's own file name for the image (a name, not a path), for export matching.")
+
+    @field_validator("sku", "title", "brand", "alt_text", "source_name")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        check_text(value)
+        if value is not None and not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("source_name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and value.strip() in (".", ".."):
+            raise ValueError("must be a file name")
+        return value
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, value: dict[str, str]) -> dict[str, str]:
+        from catalogcap.products.importer import field_name
+
+        for key, text in value.items():
+            check_text(key)
+            check_text(text)
+            if not field_name(key) or len(key) > 128:
+                raise ValueError(f"field name {key[:40]!r} needs letters or digits (at most 128 characters)")
+            if len(text.encode("utf-8")) > MAX_FIELD_BYTES:
+                raise ValueError(f"field {key[:40]!r} is over {MAX_FIELD_BYTES:,} bytes")
+        return value
+
+    def has_product(self) -> bool:
+        return any((self.sku, self.title, self.brand, self.fields, self.alt_text))

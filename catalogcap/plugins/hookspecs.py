@@ -46,3 +46,8 @@ def adapter_promoted(adapter, settings):
 @hookspec
 def adapter_rolled_back(adapter, active, settings):
     """`adapters rollback` took an adapter down; active is the AdapterEvent now in use, or None for the base model."""
+
+
+@hookspec
+def product_context(path, asset):
+    """Product data about an image (path: its primary path; asset: an AssetInfo): a dict of field -> text, or None."""

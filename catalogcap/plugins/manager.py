@@ -101,15 +101,19 @@ class PluginManager(pluggy.PluginManager):
         that one raising never stops the others; returns the results that are not None.
 
         A plugin holding the caller's thread longer than SLOW_SECONDS is logged as slow."""
+        return [result for _plugin, result in self.call_each(hook_name, **kwargs)]
+
+    def call_each(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """`call`, with the name of the plugin that returned each result: [(plugin, result)]."""
         hook = getattr(self.hook, hook_name)
         impls = hook.get_hookimpls()
-        results: list[Any] = []
+        results: list[tuple[str, Any]] = []
         for impl in reversed(impls):  # pluggy's own order: the last registered first
             others = [other.plugin for other in impls if other.plugin is not impl.plugin]
             caller = self.subset_hook_caller(hook_name, others) if others else hook
             started = time.monotonic()
             try:
-                results.extend(caller(**kwargs))
+                results.extend((impl.plugin_name, result) for result in caller(**kwargs))
             except Exception as exc:
                 self.record_failure(impl.plugin_name, hook_name, exc)
             finally:

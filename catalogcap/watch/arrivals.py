@@ -116,10 +116,11 @@ class ArrivalHandler(FileSystemEventHandler):
         self.on_gone = on_gone
 
     def _wanted(self, path: str) -> bool:
+        """An image, or a product sidecar (`NAME.json`, not ignored), outside hidden folders."""
         p = Path(path)
-        return matches(p.name, self.watch.include, self.watch.ignore) and not any(
-            part.startswith(".") for part in p.parent.parts[-3:]
-        )
+        wanted = matches(p.name, self.watch.include, self.watch.ignore) or (
+            p.name.lower().endswith(".json") and matches(p.name, ["*.json"], self.watch.ignore))
+        return wanted and not any(part.startswith(".") for part in p.parent.parts[-3:])
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.is_directory:

@@ -24,6 +24,7 @@ from watchdog.observers.polling import PollingObserver
 from catalogcap import images
 from catalogcap.errors import CatalogcapError
 from catalogcap.intake import Registered, display, mark_path_missing, register_file, scan
+from catalogcap.products.sidecar import is_sidecar, sync_image, sync_sidecar
 from catalogcap.settings import Settings
 from catalogcap.store.queue import new_owner, recover_stale
 from catalogcap.watch.arrivals import ArrivalHandler, StabilityTracker
@@ -87,8 +88,22 @@ class Daemon:
         self.tracker.defer(path, min(max(4 * watch.quiet_seconds, 2.0), watch.incomplete_seconds - still))
         return False
 
+    def _sidecar(self, path: Path) -> bool:
+        """A product sidecar (`NAME.json`) appeared, changed or went away: its row follows it."""
+        if not is_sidecar(path, self.settings):
+            return False
+        try:
+            for outcome in sync_sidecar(self.engine, path, self.settings):
+                if outcome != "unchanged":
+                    log.info("%s: product data %s", display(path), outcome)
+        except Exception:
+            log.exception("could not read the sidecar %s; skipped (a rescan or restart tries again)", display(path))
+        return True
+
     def _arrived(self, path: Path) -> None:
         shown = display(path)
+        if self._sidecar(path):
+            return
         if not self._ready(path):
             return
         try:
@@ -104,6 +119,11 @@ class Daemon:
             log.warning("%s: rejected: %s", shown, item.reason)
         elif item.outcome != "vanished":
             log.info("%s: %s", shown, item.outcome)
+            if item.asset_id is not None:
+                try:
+                    sync_image(self.engine, item.path, item.asset_id, self.settings)
+                except Exception:
+                    log.exception("could not read the sidecars of %s", shown)
         self.work_event.set()
 
     @staticmethod
@@ -113,6 +133,8 @@ class Daemon:
 
     def _gone(self, path: Path) -> None:
         self._not_ready.pop(path, None)
+        if self._sidecar(path):
+            return
         try:
             if mark_path_missing(self.engine, path):
                 log.info("%s: gone (captions kept)", display(path))
