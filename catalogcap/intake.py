@@ -458,29 +458,30 @@ def _register_chunk(engine: Engine, paths: list[Path], settings: Settings,
     `last_seen` is refreshed by one UPDATE for the chunk), and only the others go through
     `register_file`. A rescan of an unchanged catalog costs a stat per file and two
     statements per chunk, instead of three queries and a transaction per file."""
-    names = {str(path.absolute()): path for path in paths if utf8_name(path)}
+    paths = [path if path.is_absolute() else path.absolute() for path in paths]
+    names = [str(path) for path in paths]
     with read_session(engine) as session:
         known = {row[0]: row[1:] for row in session.execute(
-            sa.select(AssetPath.path, AssetPath.id, AssetPath.size, AssetPath.mtime_ns, AssetPath.missing,
-                      AssetPath.asset_id, Asset.content_id, Asset.state, Asset.error)
+            sa.select(AssetPath.path, AssetPath.id, AssetPath.size, AssetPath.mtime_ns, AssetPath.asset_id,
+                      sa.case((Asset.state == "rejected", Asset.error), else_=None))
             .join(Asset, Asset.id == AssetPath.asset_id)
-            .where(col(AssetPath.path).in_(list(names)))).all()}
+            .where(col(AssetPath.path).in_([n for n, p in zip(names, paths) if utf8_name(p)]),
+                   col(AssetPath.missing).is_(False), col(Asset.content_id).is_not(None))).all()}
     still: list[int] = []
-    for path in paths:
+    for path, name in zip(paths, names):
         if stop is not None and stop.is_set():
             break
-        name = str(path.absolute())
         row = known.get(name)
         if row is not None:
-            path_id, size, mtime_ns, missing, asset_id, content, state, error = row
+            path_id, size, mtime_ns, asset_id, error = row
             try:
                 stat = os.stat(name)
             except OSError:
                 stat = None
-            if (stat is not None and stat_module.S_ISREG(stat.st_mode) and not missing and content is not None
-                    and (stat.st_size, stat.st_mtime_ns) == (size, mtime_ns)):
+            if (stat is not None and stat_module.S_ISREG(stat.st_mode)
+                    and stat.st_size == size and stat.st_mtime_ns == mtime_ns):
                 still.append(path_id)
-                yield Registered(path.absolute(), "unchanged", asset_id, error if state == "rejected" else None)
+                yield Registered(path, "unchanged", asset_id, error)  # a rejected asset's reason, else None
                 continue
         yield register_file(engine, path, settings)
     if still:

@@ -215,9 +215,26 @@ def sync_sidecar(engine: Engine, sidecar: Path, settings: Settings) -> list[str]
 
 
 def sync_images(engine: Engine, items: Iterable[tuple[Path, int]], settings: Settings) -> None:
-    """`sync_image` for each (image, asset id) of a scan; one failing image never stops the rest."""
+    """`sync_image` for each (image, asset id) of a scan; one failing image never stops the rest.
+    Each folder is listed once: an image with no sidecar file and no sidecar row costs a set
+    lookup, not two stats (a rescan of millions of unchanged files stays a stat per file)."""
     known = sidecar_keys(engine)
+    known_dirs = {key[len("sidecar:"):].rsplit(os.sep, 1)[0] for key in known}
+    listed: dict[Path, tuple[set[str], bool]] = {}  # folder: its *.json names, whether rows name it
     for image, asset_id in items:
+        folder = image.parent
+        if folder not in listed:
+            if len(listed) > 64:
+                listed.clear()
+            try:
+                with os.scandir(folder) as entries:
+                    names = {e.name for e in entries if e.name.endswith(SUFFIX)}
+            except OSError:
+                names = set()
+            listed[folder] = (names, str(folder.absolute()) in known_dirs)
+        names, has_rows = listed[folder]
+        if not has_rows and not (names and (image.name + SUFFIX in names or image.stem + SUFFIX in names)):
+            continue
         try:
             sync_image(engine, image, asset_id, settings, known)
         except Exception:
