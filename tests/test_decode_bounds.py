@@ -5,40 +5,60 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from catalogcap import images
+from tests.factories import poll
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _concurrent_decodes(paths: list[Path], monkeypatch: pytest.MonkeyPatch) -> int:
-    """The most decodes in flight at once while every path is loaded from its own thread."""
-    lock, state = threading.Lock(), {"now": 0, "most": 0}
-    real = images._decode
+    """How many decodes are in flight at once when every path is loaded from its own thread.
+
+    Each decode is held until every thread is either decoding or queued for a large-decode
+    slot, so the count is read at the moment of most concurrency, with no timing window."""
+    lock, state = threading.Lock(), {"now": 0, "queued": 0}
+    release = threading.Event()
+    real_decode, slots = images._decode, images._large_decodes
+
+    class CountingSlots:
+        def __enter__(self):
+            with lock:
+                state["queued"] += 1
+            slots.acquire()
+            with lock:
+                state["queued"] -= 1
+
+        def __exit__(self, *exc):
+            slots.release()
 
     def decode(image: Image.Image) -> None:
         with lock:
             state["now"] += 1
-            state["most"] = max(state["most"], state["now"])
-        time.sleep(0.3)  # long enough for every other thread to arrive if nothing holds it back
+        release.wait(60)
         try:
-            real(image)
+            real_decode(image)
         finally:
             with lock:
                 state["now"] -= 1
 
     monkeypatch.setattr(images, "_decode", decode)
+    monkeypatch.setattr(images, "_large_decodes", CountingSlots())
     threads = [threading.Thread(target=images.load, args=(path,), kwargs={"target_size": 384}) for path in paths]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join(60)
-    return state["most"]
+    try:
+        poll(lambda: state["now"] + state["queued"] == len(paths), 60, "every load to decode or queue")
+        most = state["now"]
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(60)
+    return most
 
 
 def test_large_decodes_are_bounded_small_ones_are_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,6 +85,7 @@ def test_early_reduction_gives_the_same_picture(tmp_path: Path) -> None:
 RSS_PROBE = """
 import resource, sys, threading
 from catalogcap import images
+from tests.factories import poll
 def peak(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 base = peak()
 threads = [threading.Thread(target=images.load, args=(p,), kwargs={"target_size": 384}) for p in sys.argv[1:]]
