@@ -67,17 +67,21 @@ def pattern_regex(pattern: str) -> re.Pattern[str]:
 
 
 def alt_texts(events: Iterable[CaptionEvent], key: Any, report: Report) -> dict[str, tuple[str, str]]:
-    """Match key -> (alt text, image path) of each reviewed alt text; ambiguous keys are left out."""
+    """Match key -> (alt text, image path) of each reviewed alt text, by the name of every live
+    path of the image and every name a client gave it (copies of one image all match); ambiguous
+    keys are left out."""
     found: dict[str, tuple[str, str]] = {}
     clashes: dict[str, set[str]] = {}
     for event in events:
         if event.kind != "alt_text" or event.path is None:
             continue
-        k = key(Path(event.path))
-        if k in found and found[k][0] != event.text:
-            clashes.setdefault(k, {found[k][1]}).add(event.path)
-            continue
-        found[k] = (event.text, event.path)
+        names = list(event.paths) + [n for n in event.names if n not in event.paths]
+        for name in names:
+            k = key(Path(name.replace("\\", "/")))
+            if k in found and found[k][0] != event.text:
+                clashes.setdefault(k, {found[k][1]}).add(name)
+                continue
+            found.setdefault(k, (event.text, name))
     for k, paths in clashes.items():
         del found[k]
         report.ambiguous.append({"key": k, "paths": sorted(paths)})
