@@ -160,9 +160,9 @@ def _drop_superseded(session: Session, asset_id: int, now) -> bool:
     """The older version of a file that now holds other bytes (a replaced photo, a half-written
     copy), when no other path ever had it: its jobs go, and its pending captions become
     `superseded` (kept for history; out of review, exports and training), so no pathless caption
-    waits in the review queue. Reviewed captions stay as they are. An old version without any
-    caption (never captioned, or rejected) is deleted: nothing to keep, no junk in `status`.
-    Returns True when the asset was deleted."""
+    waits in the review queue. An old version without any caption (never captioned, or rejected)
+    is deleted: nothing to keep, no junk in `status`. Returns True when that is all: False when
+    the asset keeps reviewed captions (or other paths), so the caller marks it missing."""
     if session.exec(select(AssetPath.id).where(AssetPath.asset_id == asset_id)).first() is not None:
         return False
     session.execute(sa.delete(Job).where(col(Job.asset_id) == asset_id))
@@ -173,7 +173,9 @@ def _drop_superseded(session: Session, asset_id: int, now) -> bool:
         sa.update(Caption).where(col(Caption.asset_id) == asset_id, Caption.state == "pending")
         .values(state="superseded", version=Caption.version + 1, updated_at=now)
     )
-    return False
+    reviewed = session.exec(select(Caption.id).where(
+        Caption.asset_id == asset_id, col(Caption.state).not_in(("pending", "superseded")))).first()
+    return reviewed is None  # only history: an old version, not a missing image
 
 
 def _revive(session: Session, asset_id: int, now) -> None:
