@@ -13,6 +13,8 @@ from fastapi.testclient import TestClient
 from catalogcap.api.app import create_app
 from catalogcap.cli import cli
 from catalogcap.products.consistency import caption_warnings, catalog_vocabulary
+from catalogcap.services import SILENT
+from catalogcap.services.captions import Decision, decide_each, restore_together
 from catalogcap.store.captions import decide, list_captions, save_model_captions
 from catalogcap.store.database import read_session, write_session
 from catalogcap.store.models import KINDS, Asset, AssetPath, Product
@@ -113,6 +115,14 @@ def test_saved_with_warnings_recomputed_on_edit_and_filtered(engine) -> None:
         assert [w["code"] for w in edited.warnings] == ["contradicts_color"]
         reset = decide(session, shirt["alt_text"], "reset", reviewer="ann")
         assert reset.text == "Acme blue shirt" and [w["code"] for w in reset.warnings] == ["contradicts_color"]
+    # undo puts the warnings of the text back with it (the review app's u, through the service)
+    decided = decide_each(engine, SILENT, [shirt["alt_text"]],
+                          Decision("edit", "ann", text="Acme navy shirt", alt_text_limit=125))
+    assert decided.changes[0].after.warnings == []
+    undone = restore_together(engine, SILENT, [(shirt["alt_text"], decided.changes[0].before,
+                                                decided.changes[0].after.version)])
+    assert [w["code"] for w in undone.changes[0].after.warnings] == ["contradicts_color"]
+    with write_session(engine) as session:
         assert decide(session, fine["alt_text"], "edit", reviewer="ann", text="Acme navy shirt, slim").warnings == []
 
 

@@ -188,8 +188,11 @@ def decide(
 
 
 def restore(session: Session, caption_id: int, snapshot: dict[str, Any], *, expected_version: int) -> Caption:
-    """Undo: put back a caption's reviewed fields from a snapshot, if nobody changed it since."""
+    """Undo: put back a caption's reviewed fields from a snapshot (and its warnings, when the
+    snapshot has them: they belong to its text), if nobody changed it since."""
     fields = {k: snapshot[k] for k in ("state", "text", "reviewer", "reviewed_at", "reject_reason")}
+    if "warnings" in snapshot:
+        fields["warnings"] = list(snapshot["warnings"] or [])
     result = session.execute(
         sa.update(Caption).where(Caption.id == caption_id, Caption.version == expected_version)
         .values(**fields, version=expected_version + 1, updated_at=utcnow())
