@@ -21,8 +21,8 @@ from catalogcap import images
 from catalogcap.intake import register_file
 from catalogcap.review import queue
 from catalogcap.review.queue import Filters
-from catalogcap.status import store_status
 from catalogcap.settings import load_settings
+from catalogcap.status import store_status
 from catalogcap.store.captions import save_model_captions
 from catalogcap.store.database import create_store_engine, read_session, write_session
 from catalogcap.store.models import Asset, AssetPath, Caption, Job

@@ -14,15 +14,16 @@ catalog's colour name is what the shopper reads. Product types are compatible ei
 
 from __future__ import annotations
 
-COLORS = frozenset("""
-black white grey gray silver charcoal graphite red crimson scarlet burgundy maroon wine cherry ruby coral
-pink blush rose fuchsia magenta salmon orange rust amber peach apricot tangerine copper yellow mustard lemon
-gold golden green olive khaki lime mint emerald sage teal jade blue navy cobalt azure turquoise aqua cyan
-indigo purple violet lavender lilac plum mauve brown tan beige camel chocolate caramel taupe mocha bronze
-cream ivory off-white ecru nude multicolored multicoloured multicolor rainbow transparent
-""".split()) | frozenset({
-    "light blue", "dark blue", "sky blue", "baby blue", "navy blue", "royal blue", "light green", "dark green",
-    "light grey", "light gray", "dark grey", "dark gray", "hot pink", "rose gold", "forest green",
+COLORS = frozenset({
+    "amber", "apricot", "aqua", "azure", "beige", "black", "blue", "blush", "bronze", "brown", "burgundy", "camel",
+    "caramel", "charcoal", "cherry", "chocolate", "cobalt", "copper", "coral", "cream", "crimson", "cyan", "ecru",
+    "emerald", "fuchsia", "gold", "golden", "graphite", "gray", "green", "grey", "indigo", "ivory", "jade", "khaki",
+    "lavender", "lemon", "lilac", "lime", "magenta", "maroon", "mauve", "mint", "mocha", "multicolor",
+    "multicolored", "multicoloured", "mustard", "navy", "nude", "off-white", "olive", "orange", "peach", "pink",
+    "plum", "purple", "rainbow", "red", "rose", "ruby", "rust", "sage", "salmon", "scarlet", "silver", "tan",
+    "tangerine", "taupe", "teal", "transparent", "turquoise", "violet", "white", "wine", "yellow", "baby blue",
+    "dark blue", "dark gray", "dark green", "dark grey", "forest green", "hot pink", "light blue", "light gray",
+    "light green", "light grey", "navy blue", "rose gold", "royal blue", "sky blue",
 })
 
 MATERIALS = frozenset({

@@ -253,10 +253,8 @@ def list_captions(
         raise CatalogcapError(f"unknown caption kind {kind!r}; use one of {', '.join(KINDS)}")
     path = primary_path_of(Caption.asset_id).label("path")
     query = select(Caption, path).where(Caption.id > after_id).order_by(Caption.id)
-    if state:
-        query = query.where(Caption.state == state)
-    else:
-        query = query.where(Caption.state != "superseded")
+    # superseded captions (of bytes no file holds any more) only when asked for by state
+    query = query.where(Caption.state == state) if state else query.where(Caption.state != "superseded")
     if warnings is not None:
         query = query.where(has_warnings() if warnings else sa.not_(has_warnings()))
     if kind:

@@ -98,10 +98,8 @@ def list_captions(
     since_at = _parse_since(since) if since is not None else None
     query = (select(Caption, Asset.fingerprint, _path_column()).join(Asset, col(Asset.id) == Caption.asset_id)
              .order_by(Caption.updated_at, Caption.id).limit(limit + 1))
-    if state:
-        query = query.where(Caption.state == state)
-    else:
-        query = query.where(Caption.state != "superseded")
+    # superseded captions (of bytes no file holds any more) only when asked for by state
+    query = query.where(Caption.state == state) if state else query.where(Caption.state != "superseded")
     if warnings is not None:
         query = query.where(has_warnings() if warnings else sa.not_(has_warnings()))
     if kind:
