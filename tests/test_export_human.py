@@ -109,7 +109,7 @@ def test_shopify_keeps_human_alt_text_and_fills_rows_of_every_name(engine, setti
                       f"scarf,{cdn}/scarf.jpg,1,\n", encoding="utf-8")
     out = tmp_path / "filled.csv"
     report = export("shopify", "-o", f"input={source}", "--out", str(out))
-    assert report["kept_human"] == 1 and report["rows_filled"] == 3
+    assert report["kept_human"] == 1 and report["rows_filled"] == 3 and report["unmatched_images"] == []
     alts = [row["Image Alt Text"] for row in csv.DictReader(io.StringIO(out.read_text(encoding="utf-8")))]
     assert alts == ["A white sneaker", "A white sneaker", "Felt hat in forest green", "A yellow scarf"]
     report = export("shopify", "-o", f"input={source}", "--out", str(out), "--force", "--overwrite-human")

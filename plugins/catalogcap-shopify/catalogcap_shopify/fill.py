@@ -79,9 +79,9 @@ def alt_texts(events: Iterable[CaptionEvent], key: Any, report: Report) -> dict[
         for name in names:
             k = key(Path(name.replace("\\", "/")))
             if k in found and found[k][0] != event.text:
-                clashes.setdefault(k, {found[k][1]}).add(name)
+                clashes.setdefault(k, {found[k][1]}).add(event.path)
                 continue
-            found.setdefault(k, (event.text, name))
+            found.setdefault(k, (event.text, event.path))
     for k, paths in clashes.items():
         del found[k]
         report.ambiguous.append({"key": k, "paths": sorted(paths)})
@@ -135,7 +135,8 @@ def fill(data: bytes, name: str, events: list[CaptionEvent], *, match: str, patt
         if text != cells[col[ALT]]:
             replacements[(index, col[ALT])] = text
         report.rows_filled += 1
-    report.unmatched_images = sorted(path for key, (_, path) in texts.items() if key not in used)
+    matched = {path for key, (_, path) in texts.items() if key in used}  # by any of its names
+    report.unmatched_images = sorted({path for _, path in texts.values()} - matched)
     return raw.render(replacements), report
 
 
