@@ -165,36 +165,55 @@ def _missing_if_orphaned(session: Session, asset_id: int, now) -> None:
         session.add(asset)
 
 
-def _drop_superseded(session: Session, asset_id: int) -> bool:
-    """Delete an older version of a file that now holds other bytes (a half-written copy, a
-    replaced photo) when no other path ever had it and nobody reviewed its captions: its jobs
-    and pending captions go with it, so no pathless caption waits in the review queue and one
-    file keeps one asset. An older version that was reviewed is kept (missing), reviews intact."""
+def _drop_superseded(session: Session, asset_id: int, now) -> bool:
+    """The older version of a file that now holds other bytes (a replaced photo, a half-written
+    copy), when no other path ever had it: its jobs go, and its pending captions become
+    `superseded` (kept for history; out of review, exports and training), so no pathless caption
+    waits in the review queue. An old version without any caption (never captioned, or rejected)
+    is deleted: nothing to keep, no junk in `status`. Returns True when that is all: False when
+    the asset keeps reviewed captions (or other paths), so the caller marks it missing."""
     if session.exec(select(AssetPath.id).where(AssetPath.asset_id == asset_id)).first() is not None:
         return False
-    reviewed = session.exec(
-        select(Caption.id).where(Caption.asset_id == asset_id, Caption.state != "pending")).first()
-    if reviewed is not None:
-        return False
     session.execute(sa.delete(Job).where(col(Job.asset_id) == asset_id))
-    session.execute(sa.delete(Caption).where(col(Caption.asset_id) == asset_id))
-    session.execute(sa.delete(Asset).where(col(Asset.id) == asset_id))
-    return True
+    if session.exec(select(Caption.id).where(Caption.asset_id == asset_id)).first() is None:
+        session.execute(sa.delete(Asset).where(col(Asset.id) == asset_id))
+        return True
+    session.execute(
+        sa.update(Caption).where(col(Caption.asset_id) == asset_id, Caption.state == "pending")
+        .values(state="superseded", version=Caption.version + 1, updated_at=now)
+    )
+    reviewed = session.exec(select(Caption.id).where(
+        Caption.asset_id == asset_id, col(Caption.state).not_in(("pending", "superseded")))).first()
+    return reviewed is None  # only history: an old version, not a missing image
+
+
+def _revive(session: Session, asset_id: int, now) -> None:
+    """Bytes seen again at a live path: captions superseded when their file changed are pending again."""
+    session.execute(
+        sa.update(Caption).where(col(Caption.asset_id) == asset_id, Caption.state == "superseded")
+        .values(state="pending", version=Caption.version + 1, updated_at=now)
+    )
 
 
 def _attach_path(session: Session, asset: Asset, path: Path, stat: os.stat_result, now) -> None:
+    """Point `path` at `asset` (live). The asset the path held before may be left without a file:
+    it is superseded or marked missing; the asset attached is no longer missing, and captions of
+    it that a file change had superseded come back to the review queue."""
     row = session.exec(select(AssetPath).where(AssetPath.path == str(path))).first()
     if row is None:
         row = AssetPath(asset_id=asset.id, path=str(path), size=stat.st_size, mtime_ns=stat.st_mtime_ns,
                         first_seen=now, last_seen=now)
     previous = row.asset_id if row.id is not None and row.asset_id != asset.id else None
+    gained = row.id is None or previous is not None or row.missing
     row.asset_id, row.size, row.mtime_ns, row.missing, row.last_seen = (
         asset.id, stat.st_size, stat.st_mtime_ns, False, now)
     session.add(row)
     if previous is not None:  # the file's bytes changed: its old version may have no file left
         session.flush()
-        if not _drop_superseded(session, previous):
+        if not _drop_superseded(session, previous, now):
             _missing_if_orphaned(session, previous, now)
+    if gained:
+        _revive(session, asset.id, now)
     if asset.missing_since is not None:
         asset.missing_since = None
         session.add(asset)

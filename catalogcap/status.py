@@ -12,6 +12,7 @@ from sqlmodel import col, select
 from catalogcap.settings import Settings
 from catalogcap.store.captions import state_counts
 from catalogcap.store.database import read_session
+from catalogcap.store.lifecycle import orphaned_count
 from catalogcap.store.models import Adapter, Asset, Job, utcnow
 from catalogcap.store.queue import counts
 
@@ -36,7 +37,8 @@ def store_status(engine: Engine) -> dict[str, Any]:
             "assets": assets,
             "assets_by_state": by_state,
             "missing": missing,
-            "captions": state_counts(session),
+            "captions": state_counts(session),  # `superseded`: pending captions of bytes a file no longer holds
+            "orphaned": orphaned_count(session),  # pending captions whose image has no live path
             "jobs": counts(session),
             "adapter": adapter.id if adapter else None,
             "captions_per_minute": round(recent / 5, 2),

@@ -18,7 +18,8 @@ CORPUS = ROOT.parent / "shared" / "corpus" / "pillow-images"
 # The store/queue/API/watch core that also runs on PostgreSQL when the switch asks for it;
 # everything runs on SQLite. A test pinned to SQLite's file behaviour is marked `sqlite_only`.
 POSTGRES_CORE = {"test_store.py", "test_watch.py", "test_api_http.py", "test_workers.py", "test_pg.py",
-                 "test_products_import.py", "test_products_intake.py", "test_api_products.py"}
+                 "test_products_import.py", "test_products_intake.py", "test_api_products.py",
+                 "test_consistency.py", "test_lifecycle.py"}
 BACKENDS = ("sqlite", "postgresql")
 
 

@@ -136,9 +136,9 @@ def fill_pending(engine: Engine, n_assets: int) -> None:
             SELECT id, printf('/catalog/bulk/%06d.jpg', id), 1000, 0, 0, '{ts}', '{ts}' FROM assets""")
         conn.exec_driver_sql(f"""
             INSERT INTO captions (asset_id, kind, model_text, text, state, model, generation, version,
-                                  created_at, updated_at)
+                                  context, warnings, created_at, updated_at)
             SELECT a.id, k.kind, 'a product photo ' || a.id, 'a product photo ' || a.id, 'pending', 'blip', '{{}}',
-                   1, '{ts}', '{ts}'
+                   1, '{{}}', '[]', '{ts}', '{ts}'
             FROM assets a CROSS JOIN (SELECT 'alt_text' AS kind UNION ALL SELECT 'description') k
             ORDER BY a.id, k.kind""")
 

@@ -49,7 +49,7 @@ def test_piped_tables_are_tab_separated_lines_with_whole_paths(store: Path) -> N
     listed = catalogcap("captions", "list", "--kind", "alt_text", home=store)
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    assert lines[0].split("\t") == ["id", "kind", "state", "text", "path"]
+    assert lines[0].split("\t") == ["id", "kind", "state", "text", "path", "warnings"]
     assert len(lines) == 5  # a header and one line per caption, however long
     first = lines[1].split("\t")
     assert first[3] == "blue mug 0" and first[4] == f"{LONG_DIR}/product-0000-front-view.jpg"

@@ -19,7 +19,10 @@ from sqlmodel import select
 
 from catalogcap import images
 from catalogcap.intake import register_file
+from catalogcap.review import queue
+from catalogcap.review.queue import Filters
 from catalogcap.settings import load_settings
+from catalogcap.status import store_status
 from catalogcap.store.captions import save_model_captions
 from catalogcap.store.database import create_store_engine, read_session, write_session
 from catalogcap.store.models import Asset, AssetPath, Caption, Job
@@ -80,8 +83,24 @@ def test_a_new_version_supersedes_the_unreviewed_old_one(engine, settings, tmp_p
     second = register_file(engine, path, settings)
     assert second.outcome == "changed" and second.asset_id != first.asset_id
     with read_session(engine) as session:
-        assert [a.id for a in session.exec(select(Asset)).all()] == [second.asset_id]
-        assert session.exec(select(Caption)).all() == []
+        # the old version's captions are kept as history, out of the queue; its job is gone
+        assert {c.state for c in session.exec(select(Caption).where(Caption.asset_id == first.asset_id))} == {
+            "superseded"}
+        assert [j.asset_id for j in session.exec(select(Job)).all()] == [second.asset_id]
+        assert queue.page(session, Filters(state=None)) == []
+    status = store_status(engine)
+    assert status["captions"]["pending"] == 0 and status["captions"]["superseded"] == 2
+    assert status["orphaned"] == 0
+
+
+def test_an_old_version_never_captioned_leaves_no_trace(engine, settings, tmp_path: Path) -> None:
+    path = tmp_path / "half.png"
+    path.write_bytes(_photo("PNG", 1))
+    first = register_file(engine, path, settings)
+    path.write_bytes(_photo("PNG", 2))
+    second = register_file(engine, path, settings)
+    with read_session(engine) as session:
+        assert [a.id for a in session.exec(select(Asset)).all()] == [second.asset_id] != [first.asset_id]
         assert [j.asset_id for j in session.exec(select(Job)).all()] == [second.asset_id]
 
 

@@ -16,7 +16,7 @@ from catalogcap.review.screens import FilterScreen, HelpScreen
 from catalogcap.review.widgets import Prompt
 from catalogcap.store.captions import decide, save_model_captions
 from catalogcap.store.database import write_session
-from catalogcap.store.models import Asset
+from catalogcap.store.models import Asset, AssetPath
 from tests.conftest import make_image
 from tests.factories import add_captions, caption, fill_pending, make_app, prompt_input, ready, settled, until
 
@@ -226,6 +226,7 @@ async def test_reviewing_while_the_daemon_writes(engine) -> None:
                     asset = Asset(fingerprint=f"{n:064x}", size=1, state="captioned")
                     session.add(asset)
                     session.flush()
+                    session.add(AssetPath(asset_id=asset.id, path=f"/catalog/new/{n}.jpg", size=1, mtime_ns=1))
                     save_model_captions(session, asset.id, {"alt_text": f"new {n}", "description": f"new {n}."},
                                         model="blip", adapter_id=None, generation={"alt_text": {}, "description": {}})
                     time.sleep(0.05)  # a batch holds the write lock for a while

@@ -86,8 +86,10 @@ def test_moved_duplicate_and_changed_files(home: Path, photos: Path, tmp_path: P
     assert report["captioned"] == 1 and report["missing"] == 1
     status = run_json("status")
     # the shirt moved (its asset lives on); the shoe's old bytes, overwritten in place and never
-    # reviewed, are superseded by the new version: no second asset, no pathless pending captions
-    assert status["assets"] == 4 and status["missing"] == 0, status
+    # reviewed, are superseded by the new version: kept as history (their captions superseded), not
+    # a missing image, and no pathless pending caption
+    assert status["assets"] == 5 and status["missing"] == 0, status
+    assert status["captions"]["superseded"] == 2 and status["orphaned"] == 0, status
 
 
 def test_a_file_name_that_is_not_utf8_is_rejected_and_the_rest_captioned(home: Path, photos: Path) -> None:

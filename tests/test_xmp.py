@@ -98,7 +98,10 @@ def test_an_existing_sidecar_keeps_what_others_wrote(home: Path, engine, tmp_pat
     subprocess.run(["exiftool", "-q", "-XMP-dc:Creator=Ana Photographer", "-XMP-xmp:Rating=4",
                     f"-{ALT}=old text", str(sidecar)], check=True)
     add_reviewed(engine, image, "Straw sun hat")
-    export()
+    report = export()  # "old text" is alt text a person wrote: kept (test_human_alt_text_... has more)
+    assert report["kept_human"] == 1
+    assert exiftool_read(sidecar, ALT)[ALT] == "old text"
+    export("--overwrite-human")
     found = exiftool_read(sidecar, ALT, "XMP-dc:Creator", "XMP-xmp:Rating")
     assert found == {ALT: "Straw sun hat", "XMP-dc:Creator": "Ana Photographer", "XMP-xmp:Rating": "4"}
 

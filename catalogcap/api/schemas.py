@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from catalogcap.store.models import Adapter, Asset, Caption, Job
 
 AssetState = Literal["queued", "captioned", "rejected"]
-CaptionState = Literal["pending", "accepted", "edited", "rejected"]
+CaptionState = Literal["pending", "accepted", "edited", "rejected", "superseded"]
 Kind = Literal["alt_text", "description"]
 FINGERPRINT = r"^[0-9a-f]{64}$"
 MAX_ID = 2**63 - 1  # SQLite's INTEGER
@@ -74,6 +74,13 @@ class CaptionOut(BaseModel):
     reviewed_at: datetime | None
     reject_reason: str | None
     path: str | None = Field(description="A file of the image on the server, if one is present.")
+    source: str | None = Field(None, description="Where human text that existed before catalogcap came from"
+                               " (xmp, shopify, api...); null for the model's text.")
+    context: dict[str, Any] = Field(default_factory=dict, description="The product context the caption was"
+                                    " made with: fields used, template, prompt, sources.")
+    warnings: list[dict[str, Any]] = Field(default_factory=list, description="Consistency warnings of the"
+                                           " current text, each with a code (contradicts_color, missing_brand,"
+                                           " too_long...) and a message.")
     created_at: datetime
     updated_at: datetime
 
@@ -83,7 +90,9 @@ class CaptionOut(BaseModel):
                    model_text=caption.model_text, state=caption.state, version=caption.version,
                    model=caption.model, adapter=caption.adapter_id, reviewer=caption.reviewer,
                    reviewed_at=caption.reviewed_at, reject_reason=caption.reject_reason, path=path,
-                   created_at=caption.created_at, updated_at=caption.updated_at)
+                   source=caption.source, context=dict(caption.context or {}),
+                   warnings=list(caption.warnings or []), created_at=caption.created_at,
+                   updated_at=caption.updated_at)
 
 
 class ImageCaptions(BaseModel):
@@ -157,6 +166,7 @@ class StatusOut(BaseModel):
     assets_by_state: dict[str, int]
     missing: int
     captions: dict[str, int]
+    orphaned: int = Field(0, description="Pending captions whose image has no file left (out of review).")
     jobs: dict[str, int]
     adapter: str | None
     captions_per_minute: float

@@ -31,22 +31,27 @@ def captions() -> None:
 @click.option("--state", type=click.Choice(CAPTION_STATES), help="Only captions in this state.")
 @click.option("--kind", type=click.Choice(KINDS), help="Only this kind.")
 @click.option("--search", help="Only captions whose text contains this (case-insensitive).")
+@click.option("--warnings", "with_warnings", is_flag=True,
+              help="Only captions with consistency warnings (`captions show ID` lists them).")
 @click.option("--limit", type=int, default=None, help="At most this many.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @pass_app
-def list_(app: App, state: str | None, kind: str | None, search: str | None, limit: int | None,
-          as_json: bool) -> None:
-    """List captions (id order)."""
+def list_(app: App, state: str | None, kind: str | None, search: str | None, with_warnings: bool,
+          limit: int | None, as_json: bool) -> None:
+    """List captions (id order; superseded ones only with --state superseded). The last column
+    names the warnings of a caption (`captions show ID` explains them)."""
     from catalogcap.store.captions import list_captions
     from catalogcap.store.database import read_session
 
     with read_session(app.engine) as session:
-        rows = list_captions(session, state=state, kind=kind, search=search, limit=limit)
+        rows = list_captions(session, state=state, kind=kind, search=search, limit=limit,
+                             warnings=True if with_warnings else None)
     if as_json:
         app.json([row.to_json() for row in rows])
         return
-    app.table(("id", "kind", "state", "text", "path"),
-              [(row.id, row.kind, row.state, row.text, row.path or "") for row in rows],
+    app.table(("id", "kind", "state", "text", "path", "warnings"),
+              [(row.id, row.kind, row.state, row.text, row.path or "",
+                ", ".join(str(w.get("code")) for w in row.warnings)) for row in rows],
               title=f"{len(rows)} captions")
 
 
@@ -71,6 +76,12 @@ def show(app: App, caption_id: int, as_json: bool) -> None:
                                                   "version", "reviewer", "reviewed_at", "reject_reason",
                                                   "created_at", "updated_at")]
     rows.append(("generation", ", ".join(f"{k}={v}" for k, v in data["generation"].items())))
+    if caption.source:
+        rows.append(("source", f"human text from {caption.source}"))
+    fields = (data.get("context") or {}).get("fields") or {}
+    if fields:
+        rows.append(("context", ", ".join(f"{k}={v}" for k, v in fields.items())))
+    rows += [("warning", f"{w.get('code')}: {w.get('message')}") for w in data.get("warnings") or []]
     if asset:
         rows.append(("asset", f"{asset.id} {asset.format} {asset.width}x{asset.height} sha256:{asset.fingerprint}"))
     rows += [("path", p.path + (" (missing)" if p.missing else "")) for p in paths]
@@ -125,3 +136,41 @@ def edit(app: App, caption_id: int, text: str, reviewer: str | None) -> None:
 def reject(app: App, ids: tuple[int, ...], reason: str | None, reviewer: str | None) -> None:
     """Reject captions: never published, never used for training."""
     _decide(app, ids, "reject", None, reason, reviewer)
+
+
+@captions.command("prune")
+@click.option("--missing", is_flag=True,
+              help="Prune captions of images with no file left, and superseded captions (of replaced files).")
+@click.option("--older-than", "older_than", type=click.FloatRange(min=0), metavar="DAYS",
+              help="Only images missing for longer than DAYS.")
+@click.option("--include-reviewed", is_flag=True,
+              help="Also delete accepted and edited captions (kept by default: they are training data).")
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_app
+def prune(app: App, missing: bool, older_than: float | None, include_reviewed: bool, dry_run: bool,
+          as_json: bool) -> None:
+    """Delete captions of images that are gone (and their asset rows when nothing else refers to them).
+
+    \b
+    catalogcap captions prune --missing --dry-run
+    catalogcap captions prune --missing --older-than 30
+    """
+    from catalogcap.store.database import write_session
+    from catalogcap.store.lifecycle import prune as prune_captions
+
+    if not missing:
+        raise click.UsageError("say what to prune: --missing (captions of images with no file left)")
+    with write_session(app.engine) as session:
+        report = prune_captions(session, older_than_days=older_than, include_reviewed=include_reviewed,
+                                dry_run=dry_run)
+    if as_json:
+        app.json(report.to_json())
+        return
+    verb = "would delete" if dry_run else "deleted"
+    states = ", ".join(f"{n} {state}" for state, n in sorted(report.by_state.items())) or "none"
+    app.console.print(f"{verb} {report.captions} caption(s) ({states}) and {report.assets} image record(s)",
+                      markup=False, highlight=False)
+    if report.kept_reviewed:
+        app.console.print(f"kept {report.kept_reviewed} reviewed caption(s) of missing images"
+                          " (--include-reviewed deletes them too)", markup=False, highlight=False)

@@ -92,10 +92,13 @@ def _parse_states(value: str) -> list[str]:
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Exporter setting for this run, over [plugin_config.FORMAT]; repeatable.")
 @click.option("--force", is_flag=True, help="Replace the --out file if it exists.")
+@click.option("--overwrite-human", is_flag=True,
+              help="Replace alt text people already wrote in the target (kept and counted by default).")
 @click.option("--json", "as_json", is_flag=True, help="Print the exporter's report as JSON.")
 @pass_app
 def export(app: App, format_name: str | None, format_option: str | None, state: str, kinds: tuple[str, ...],
-           folder: Path | None, out: Path | None, options: tuple[str, ...], force: bool, as_json: bool) -> None:
+           folder: Path | None, out: Path | None, options: tuple[str, ...], force: bool, overwrite_human: bool,
+           as_json: bool) -> None:
     """Export reviewed captions with any registered exporter (`catalogcap plugins list` shows them).
 
     \b
@@ -119,6 +122,11 @@ def export(app: App, format_name: str | None, format_option: str | None, state: 
         raise CatalogcapError(f"no exporter {name!r} (installed: {known}); see `catalogcap plugins list`")
     exporter = found[name]
     overrides = _parse_options(options)
+    if overwrite_human:
+        overrides["overwrite_human"] = "true"
+        if not _knows(pm, name, "overwrite_human"):
+            raise CatalogcapError(f"exporter {name!r} writes new files only, never over human text;"
+                                  " --overwrite-human does not apply to it")
     validated = plugin_settings(pm, app.settings, name, overrides)
     config = validated.model_dump() if validated is not None else {
         **app.settings.plugin_config.get(name, {}), **overrides}
@@ -142,6 +150,13 @@ def export(app: App, format_name: str | None, format_option: str | None, state: 
     errors = report.get("errors") or []
     if errors:
         raise CatalogcapError(f"{len(errors)} item(s) could not be exported by {name}; see the report above")
+
+
+def _knows(pm: Any, section: str, setting: str) -> bool:
+    from catalogcap.plugins.config import settings_models
+
+    model = settings_models(pm).get(section)
+    return model is not None and setting in model[0].model_fields
 
 
 def refuse_to_replace(path: Path, force: bool) -> None:

@@ -31,11 +31,11 @@ def register(cli: click.Group) -> None:
 
 
 def _filters(state: str, kind: str | None, folder: str | None = None, model: str | None = None,
-             adapter: str | None = None, search: str | None = None) -> Filters:
+             adapter: str | None = None, search: str | None = None, warnings: bool = False) -> Filters:
     from catalogcap.review.queue import Filters
 
     return Filters(state=None if state == ANY else state, kind=kind, folder=folder, model=model,
-                   adapter=adapter, search=search)
+                   adapter=adapter, search=search, warnings=warnings)
 
 
 @click.group(invoke_without_command=True)
@@ -46,9 +46,11 @@ def _filters(state: str, kind: str | None, folder: str | None = None, model: str
 @click.option("--model", help="Only captions by a model whose id contains this.")
 @click.option("--adapter", help='Only captions by this adapter ("none": the base model).')
 @click.option("--search", help="Only captions whose text contains this (case-insensitive).")
+@click.option("--warnings", "with_warnings", is_flag=True,
+              help="Only captions with consistency warnings (the w key toggles it).")
 @click.pass_context
 def review(ctx: click.Context, reviewer: str | None, state: str, kind: str | None, folder: str | None,
-           model: str | None, adapter: str | None, search: str | None) -> None:
+           model: str | None, adapter: str | None, search: str | None, with_warnings: bool) -> None:
     """Review captions in the terminal: a accept, e edit, r reject, u undo, space/A bulk accept, ? help.
 
     Every decision is saved the moment it is made. Without a terminal, use `review export`
@@ -57,7 +59,7 @@ def review(ctx: click.Context, reviewer: str | None, state: str, kind: str | Non
     if ctx.invoked_subcommand is not None:
         return
     app = ctx.find_object(App)
-    filters = _filters(state, kind, folder, model, adapter, search)
+    filters = _filters(state, kind, folder, model, adapter, search, with_warnings)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise CatalogcapError(
             "`catalogcap review` needs an interactive terminal; to decide in a spreadsheet, use "

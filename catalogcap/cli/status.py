@@ -39,7 +39,9 @@ def status(app: App, as_json: bool) -> None:
     rows = [
         ("database", redact.database_url(app.settings.db_url)),
         ("assets", f"{data['assets']} ({', '.join(parts)})"),
-        ("captions", ", ".join(f"{k} {v}" for k, v in data["captions"].items())),
+        ("captions", ", ".join(f"{k} {v}" for k, v in data["captions"].items())
+         + (f"; {data['orphaned']} pending of missing images (`captions prune --missing`)" if data["orphaned"]
+            else "")),
         ("jobs", ", ".join(f"{k} {v}" for k, v in data["jobs"].items())),
         ("adapter", data["adapter"] or "none (base model)"),
         ("model", app.settings.model),

@@ -49,6 +49,7 @@ class ReviewApp(QueueLoading, App[None]):
         Binding("A", "accept_selected", "Acc sel"),
         Binding("slash", "search", "Search"),
         Binding("f", "filters", "Filter"),
+        Binding("w", "warnings", "Warnings", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
     ]
@@ -285,6 +286,9 @@ class ReviewApp(QueueLoading, App[None]):
 
     def action_filters(self) -> None:
         self.push_screen(FilterScreen(self.filters), self._set_filters)
+
+    def action_warnings(self) -> None:
+        self._set_filters(self.filters.with_(warnings=not self.filters.warnings))
 
     def _set_filters(self, filters: Filters | None) -> None:
         if filters is not None and filters != self.filters:

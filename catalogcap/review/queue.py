@@ -8,7 +8,7 @@ merged here, so even 100,000 pending captions need no sort and no scan for the f
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from catalogcap.errors import CatalogcapError
-from catalogcap.store.captions import get_caption
+from catalogcap.store.captions import get_caption, has_warnings
 from catalogcap.store.models import CAPTION_STATES, KINDS, AssetPath, Caption
 
 PAGE_SIZE = 200
@@ -37,6 +37,7 @@ class Filters:
     model: str | None = None
     adapter: str | None = None  # an adapter id, or "none" for captions of the base model
     search: str | None = None
+    warnings: bool = False  # only captions with consistency warnings
 
     def __post_init__(self) -> None:
         if self.state is not None and self.state not in CAPTION_STATES:
@@ -63,6 +64,8 @@ class Filters:
             parts.append("base model" if self.adapter == NO_ADAPTER else f"adapter {self.adapter}")
         if self.search:
             parts.append(f'text ~ "{self.search}"')
+        if self.warnings:
+            parts.append("with warnings")
         return " · ".join(parts)
 
 
@@ -111,17 +114,31 @@ class Detail:
     format: str | None
     size: int | None
     siblings: tuple[Sibling, ...]
+    warnings: tuple[dict[str, Any], ...] = ()
+    context: dict[str, str] = field(default_factory=dict)  # the product fields the prompt used
+    source: str | None = None  # human text from before catalogcap (e.g. "xmp")
 
     @property
     def path(self) -> str | None:
         return self.paths[0] if self.paths else None
 
 
+def _has_live_path() -> Any:
+    # coalesce keeps SQLite off the nearly useless `missing` index (see _live_path): the lookup
+    # stays on asset_id
+    return sa.exists().where(_paths.c.asset_id == _captions.c.asset_id,
+                             sa.func.coalesce(_paths.c.missing, sa.true()) == sa.false())
+
+
 def _conditions(filters: Filters, kind: str | None) -> list[Any]:
     c = _captions.c
-    where: list[Any] = []
+    # a pending caption of an image no file holds any more waits out of the queue (it comes back
+    # when its bytes are seen again)
+    where: list[Any] = [sa.or_(c.state != "pending", _has_live_path())]
     if filters.state:
         where.append(c.state == filters.state)
+    else:
+        where.append(c.state != "superseded")  # history, not work: only when asked for by state
     if kind:
         where.append(c.kind == kind)
     if filters.model:
@@ -133,6 +150,8 @@ def _conditions(filters: Filters, kind: str | None) -> list[Any]:
     if filters.search:
         where.append(sa.or_(c.text.icontains(filters.search, autoescape=True),
                             c.model_text.icontains(filters.search, autoescape=True)))
+    if filters.warnings:
+        where.append(has_warnings(c.warnings))
     if filters.folder:
         prefix = filters.folder.rstrip("/") + "/"
         # substr, not LIKE: exact and case-sensitive on every backend, and no wildcard escaping
@@ -221,4 +240,6 @@ def detail(session: Session, caption_id: int) -> Detail:
         height=asset.height if asset else None, format=asset.format if asset else None,
         size=asset.size if asset else None,
         siblings=tuple(Sibling(s.kind, s.text, s.state) for s in siblings),
+        warnings=tuple(caption.warnings or ()), context=dict((caption.context or {}).get("fields") or {}),
+        source=caption.source,
     )

@@ -7,9 +7,9 @@ from typing import ClassVar
 from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from catalogcap.review.queue import NO_ADAPTER, Filters
 from catalogcap.store.models import CAPTION_STATES, KINDS
@@ -25,7 +25,8 @@ KEYS = (
     ("space (␣)", "select or unselect the caption and move down"),
     ("A", "accept every selected caption"),
     ("/", "search the texts: type words, Enter applies, Escape cancels (an empty search clears it)"),
-    ("f", "filters: state, kind, folder, model, adapter"),
+    ("f", "filters: state, kind, folder, model, adapter, only captions with warnings"),
+    ("w", "only captions with warnings (a product mismatch, a missing brand...), or all again"),
     ("↑ ↓ PgUp PgDn", "move through the queue (ctrl+home, ctrl+end: first, last loaded)"),
     ("?", "this help"),
     ("q", "quit (waits until every decision is saved)"),
@@ -62,7 +63,7 @@ class FilterScreen(ModalScreen[Filters | None]):
 
     def compose(self) -> ComposeResult:
         f = self.filters
-        with Vertical(id="filters"):
+        with VerticalScroll(id="filters"):  # scrolls on a small terminal (80x24)
             yield Static("Filters", classes="title")
             yield Label("state")
             yield Select([(s, s) for s in CAPTION_STATES] + [("any", ANY)], value=f.state or ANY,
@@ -81,6 +82,7 @@ class FilterScreen(ModalScreen[Filters | None]):
             with Horizontal(classes="buttons"):
                 yield Button("Apply", variant="primary", id="apply")
                 yield Button("Cancel", id="cancel")
+                yield Checkbox("only with warnings", f.warnings, id="f-warnings")
 
     def _result(self) -> Filters:
         def value(name: str) -> str | None:
@@ -90,7 +92,7 @@ class FilterScreen(ModalScreen[Filters | None]):
         kind = self.query_one("#f-kind", Select).value
         return Filters(state=None if state == ANY else str(state), kind=None if kind == ANY else str(kind),
                        folder=value("folder"), model=value("model"), adapter=value("adapter"),
-                       search=value("search"))
+                       search=value("search"), warnings=self.query_one("#f-warnings", Checkbox).value)
 
     def on_input_submitted(self) -> None:
         self.dismiss(self._result())

@@ -26,6 +26,9 @@ WIDE_FROM = 110  # terminal columns from which the queue table has room for the 
 DETAIL_MIN = 31  # the detail pane's min-width plus its border (review.tcss)
 
 
+LIVE_CODES = {"too_long", "empty", "filler_opening", "artefact", "repeats"}  # warnings_for says these
+
+
 def warnings_for(text: str, kind: str, alt_text_limit: int) -> list[str]:
     return alt_text_warnings(text, limit=text_limit(kind, alt_text_limit))
 
@@ -171,6 +174,11 @@ def render_texts(d: Detail, alt_text_limit: int) -> Text:
     out.append(f"\n{len(d.text)}/{limit} characters", style="dim" if len(d.text) <= limit else "bold red")
     for warning in warnings_for(d.text, d.kind, alt_text_limit):
         out.append(f"\n⚠ {warning}", style="yellow")
+    for warning in d.warnings:  # what the text rules above do not say again: the product checks
+        if warning.get("code") not in LIVE_CODES:
+            out.append(f"\n⚠ {printable(str(warning.get('message') or warning.get('code')))}", style="yellow")
+    if d.source:
+        out.append(f"\nhuman text from {printable(d.source)}", style="dim")
     for sibling in d.siblings:
         out.append(f"\n\n{sibling.kind.replace('_', ' ')} ({sibling.state})  ", style="dim")
         out.append(printable(sibling.text, newlines=True))
@@ -187,6 +195,8 @@ def render_facts(d: Detail) -> Text:
     size = f"{d.width}×{d.height}" if d.width and d.height else "size unknown"
     weight = f" · {_bytes(d.size)}" if d.size else ""
     out.append(f"\nimage    {size} {d.format or ''}{weight}".rstrip())
+    if d.context:
+        out.append("\nproduct  " + printable(", ".join(f"{k}={v}" for k, v in d.context.items())))
     out.append(f"\nmodel    {d.model}\nadapter  {d.adapter or 'none (base model)'}")
     out.append(f"\ncreated  {d.created_at:%Y-%m-%d %H:%M} UTC · version {d.version}")
     return out

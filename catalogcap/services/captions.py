@@ -19,7 +19,7 @@ from catalogcap.store.captions import DEFAULT_ALT_TEXT_LIMIT, Conflict, decide, 
 from catalogcap.store.database import write_session
 from catalogcap.store.models import Caption
 
-SNAPSHOT_FIELDS = ("state", "text", "reviewer", "reviewed_at", "reject_reason")
+SNAPSHOT_FIELDS = ("state", "text", "reviewer", "reviewed_at", "reject_reason", "warnings")
 
 
 @dataclass(frozen=True)

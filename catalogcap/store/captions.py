@@ -12,7 +12,7 @@ The length rule lives here, in `decide`, and nowhere else: whichever way a decis
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -74,10 +74,11 @@ def save_model_captions(
     caption: {"fields": {name: value used}, "template": the prompt template, "prompt": the
     rendered prompt, "sources": [...]}. `profile`: the [[profiles]] entry that captioned it.
     Each saved caption's `warnings` are computed here (`catalogcap.products.consistency`)."""
-    from catalogcap.products.consistency import caption_warnings
+    from catalogcap.products.consistency import caption_warnings, catalog_vocabulary
 
     now = utcnow()
     saved = []
+    vocabulary = catalog_vocabulary(session)
     for kind in KINDS:
         used = (context or {}).get(kind) or {}
         caption = session.exec(select(Caption).where(Caption.asset_id == asset_id, Caption.kind == kind)).first()
@@ -94,7 +95,8 @@ def save_model_captions(
         else:
             saved.append(caption)
             continue
-        caption.warnings = caption_warnings(kind, caption.text, used, alt_text_limit=alt_text_limit)
+        caption.warnings = caption_warnings(kind, caption.text, used, alt_text_limit=alt_text_limit,
+                                            vocabulary=vocabulary)
         session.add(caption)
         saved.append(caption)
     session.flush()
@@ -140,7 +142,10 @@ def decide(
     alt_text_limit: int = DEFAULT_ALT_TEXT_LIMIT,
 ) -> Caption:
     """Apply a reviewer's decision (accept / edit / reject / reset to pending) atomically; an accepted
-    or edited text over its kind's limit raises `TextTooLong`."""
+    or edited text over its kind's limit raises `TextTooLong`. The caption's warnings are worked
+    out again for its final text (against the context it was made with)."""
+    from catalogcap.products.consistency import caption_warnings, catalog_vocabulary
+
     if decision not in DECISIONS:
         raise CatalogcapError(f"unknown decision {decision!r}; use one of {', '.join(DECISIONS)}")
     caption = session.get(Caption, caption_id)
@@ -169,6 +174,9 @@ def decide(
         problem = length_problem(caption.kind, values["text"], alt_text_limit)
         if problem:
             raise TextTooLong(caption_id, problem, text_limit(caption.kind, alt_text_limit))
+    if "text" in values:
+        values["warnings"] = caption_warnings(caption.kind, values["text"], caption.context or {},
+                                              alt_text_limit=alt_text_limit, vocabulary=catalog_vocabulary(session))
     result = session.execute(
         sa.update(Caption).where(Caption.id == caption_id, Caption.version == caption.version).values(**values)
     )
@@ -180,8 +188,11 @@ def decide(
 
 
 def restore(session: Session, caption_id: int, snapshot: dict[str, Any], *, expected_version: int) -> Caption:
-    """Undo: put back a caption's reviewed fields from a snapshot, if nobody changed it since."""
+    """Undo: put back a caption's reviewed fields from a snapshot (and its warnings, when the
+    snapshot has them: they belong to its text), if nobody changed it since."""
     fields = {k: snapshot[k] for k in ("state", "text", "reviewer", "reviewed_at", "reject_reason")}
+    if "warnings" in snapshot:
+        fields["warnings"] = list(snapshot["warnings"] or [])
     result = session.execute(
         sa.update(Caption).where(Caption.id == caption_id, Caption.version == expected_version)
         .values(**fields, version=expected_version + 1, updated_at=utcnow())
@@ -208,29 +219,44 @@ class CaptionRow:
     reviewer: str | None
     created_at: datetime
     updated_at: datetime
+    context: dict[str, Any] = field(default_factory=dict)
+    warnings: list[Any] = field(default_factory=list)
+    source: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id, "asset_id": self.asset_id, "path": self.path, "kind": self.kind, "text": self.text,
             "model_text": self.model_text, "state": self.state, "model": self.model, "adapter": self.adapter,
             "version": self.version, "reviewer": self.reviewer, "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(), "source": self.source, "context": self.context,
+            "warnings": self.warnings,
         }
+
+
+def has_warnings(column: Any = None) -> Any:
+    """SQL: the caption has at least one warning (portable: the JSON list read as text)."""
+    column = Caption.warnings if column is None else column
+    return sa.func.coalesce(sa.cast(column, sa.Text), "[]").not_in(["[]", "null"])
 
 
 def list_captions(
     session: Session, *, state: str | None = None, kind: str | None = None, limit: int | None = None,
     after_id: int = 0, asset_id: int | None = None, search: str | None = None, folder: str | None = None,
+    warnings: bool | None = None,
 ) -> list[CaptionRow]:
-    """Captions in id order, with their asset's path, filtered."""
+    """Captions in id order, with their asset's path, filtered. Superseded captions (of bytes no file
+    holds any more) are listed only when asked for by `state`; `warnings`: only captions with (True)
+    or without (False) consistency warnings."""
     if state is not None and state not in CAPTION_STATES:
         raise CatalogcapError(f"unknown caption state {state!r}; use one of {', '.join(CAPTION_STATES)}")
     if kind is not None and kind not in KINDS:
         raise CatalogcapError(f"unknown caption kind {kind!r}; use one of {', '.join(KINDS)}")
     path = primary_path_of(Caption.asset_id).label("path")
     query = select(Caption, path).where(Caption.id > after_id).order_by(Caption.id)
-    if state:
-        query = query.where(Caption.state == state)
+    # superseded captions (of bytes no file holds any more) only when asked for by state
+    query = query.where(Caption.state == state) if state else query.where(Caption.state != "superseded")
+    if warnings is not None:
+        query = query.where(has_warnings() if warnings else sa.not_(has_warnings()))
     if kind:
         query = query.where(Caption.kind == kind)
     if asset_id is not None:
@@ -250,7 +276,8 @@ def list_captions(
 def _row(caption: Caption, path: str | None) -> CaptionRow:
     return CaptionRow(caption.id, caption.asset_id, path, caption.kind, caption.text, caption.model_text,
                       caption.state, caption.model, caption.adapter_id, caption.version, caption.reviewer,
-                      caption.created_at, caption.updated_at)
+                      caption.created_at, caption.updated_at, dict(caption.context or {}),
+                      list(caption.warnings or []), caption.source)
 
 
 def get_caption(session: Session, caption_id: int) -> tuple[Caption, Asset, list[AssetPath]]:
@@ -263,6 +290,7 @@ def get_caption(session: Session, caption_id: int) -> tuple[Caption, Asset, list
 
 
 def state_counts(session: Session) -> dict[str, int]:
+    """Captions by state (every state named, zeros included)."""
     rows = session.execute(select(Caption.state, sa.func.count()).group_by(Caption.state)).all()
     found = dict.fromkeys(CAPTION_STATES, 0)
     found.update({state: n for state, n in rows})

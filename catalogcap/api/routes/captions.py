@@ -24,7 +24,7 @@ from catalogcap.api.problems import ApiProblem
 from catalogcap.api.schemas import MAX_ID, CaptionOut, CaptionPage, CaptionState, Kind, ReviewIn
 from catalogcap.services import SILENT, Deferred
 from catalogcap.services.captions import Decision, decide_one
-from catalogcap.store.captions import Conflict
+from catalogcap.store.captions import Conflict, has_warnings
 from catalogcap.store.database import read_session
 from catalogcap.store.models import ApiToken, Asset, Caption
 from catalogcap.store.paths import primary_path_of
@@ -79,8 +79,11 @@ def _path_column():
 @router.get("/v1/captions", response_model=CaptionPage, summary="Captions changed since a cursor, oldest first",
             responses={422: {"description": "A bad filter or a cursor that was not given by this API."}})
 def list_captions(
-    state: Annotated[CaptionState | None, Query(description="Only captions in this state.")] = None,
+    state: Annotated[CaptionState | None, Query(description="Only captions in this state (superseded captions,"
+                                                " of replaced files, are listed only when asked for).")] = None,
     kind: Annotated[Kind | None, Query(description="Only this kind.")] = None,
+    warnings: Annotated[bool | None, Query(description="true: only captions with consistency warnings;"
+                                           " false: only those without.")] = None,
     since: Annotated[str | None, Query(pattern=ISO_DATETIME, max_length=64, json_schema_extra={"format": "date-time"},
                                        description="Only captions written at or after this RFC 3339 time.")] = None,
     cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_-]+$",
@@ -95,8 +98,10 @@ def list_captions(
     since_at = _parse_since(since) if since is not None else None
     query = (select(Caption, Asset.fingerprint, _path_column()).join(Asset, col(Asset.id) == Caption.asset_id)
              .order_by(Caption.updated_at, Caption.id).limit(limit + 1))
-    if state:
-        query = query.where(Caption.state == state)
+    # superseded captions (of bytes no file holds any more) only when asked for by state
+    query = query.where(Caption.state == state) if state else query.where(Caption.state != "superseded")
+    if warnings is not None:
+        query = query.where(has_warnings() if warnings else sa.not_(has_warnings()))
     if kind:
         query = query.where(Caption.kind == kind)
     if since_at is not None:

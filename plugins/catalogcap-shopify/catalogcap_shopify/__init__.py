@@ -40,7 +40,11 @@ class ShopifySettings(BaseModel):
         "{handle}-{position}", description="Local file name (without extension) of a product image, from"
         " {handle} and {position}.")
     overwrite: bool = Field(
-        False, description="Replace alt text a row already has (default: keep it and report it).")
+        False, description="Replace alt text a row already has (default: keep it and report it)."
+        " Same as overwrite_human.")
+    overwrite_human: bool = Field(
+        False, description="Replace alt text a person already wrote in a row (default: keep it, count it as"
+        " kept_human); `catalogcap export --overwrite-human` sets it for one run.")
     max_length: int = Field(
         SHOPIFY_ALT_LIMIT, ge=16, le=SHOPIFY_ALT_LIMIT, description="Longest alt text written; longer text is"
         " cut at a word boundary (Shopify allows 512 characters).")
@@ -84,6 +88,7 @@ def export_shopify(events: Iterable[CaptionEvent], dest: str | Path | None, opti
         except OSError as exc:
             raise CatalogcapError(f"cannot read the Shopify CSV {source}: {exc.strerror or exc}") from None
         data, report = fill.fill(original, str(source), events, match=config.match, pattern=config.pattern,
-                                 overwrite=config.overwrite, limit=config.max_length)
+                                 overwrite=config.overwrite or config.overwrite_human, limit=config.max_length)
     write_atomic(dest, data)
-    return {"input": str(config.input) if config.input else None, "dest": str(dest or "-"), **asdict(report)}
+    return {"input": str(config.input) if config.input else None, "dest": str(dest or "-"),
+            "kept_human": len(report.kept_existing), **asdict(report)}

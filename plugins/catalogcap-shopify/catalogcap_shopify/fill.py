@@ -67,17 +67,21 @@ def pattern_regex(pattern: str) -> re.Pattern[str]:
 
 
 def alt_texts(events: Iterable[CaptionEvent], key: Any, report: Report) -> dict[str, tuple[str, str]]:
-    """Match key -> (alt text, image path) of each reviewed alt text; ambiguous keys are left out."""
+    """Match key -> (alt text, image path) of each reviewed alt text, by the name of every live
+    path of the image and every name a client gave it (copies of one image all match); ambiguous
+    keys are left out."""
     found: dict[str, tuple[str, str]] = {}
     clashes: dict[str, set[str]] = {}
     for event in events:
         if event.kind != "alt_text" or event.path is None:
             continue
-        k = key(Path(event.path))
-        if k in found and found[k][0] != event.text:
-            clashes.setdefault(k, {found[k][1]}).add(event.path)
-            continue
-        found[k] = (event.text, event.path)
+        names = list(event.paths) + [n for n in event.names if n not in event.paths]
+        for name in names:
+            k = key(Path(name.replace("\\", "/")))
+            if k in found and found[k][0] != event.text:
+                clashes.setdefault(k, {found[k][1]}).add(event.path)
+                continue
+            found.setdefault(k, (event.text, event.path))
     for k, paths in clashes.items():
         del found[k]
         report.ambiguous.append({"key": k, "paths": sorted(paths)})
@@ -131,7 +135,8 @@ def fill(data: bytes, name: str, events: list[CaptionEvent], *, match: str, patt
         if text != cells[col[ALT]]:
             replacements[(index, col[ALT])] = text
         report.rows_filled += 1
-    report.unmatched_images = sorted(path for key, (_, path) in texts.items() if key not in used)
+    matched = {path for key, (_, path) in texts.items() if key in used}  # by any of its names
+    report.unmatched_images = sorted({path for _, path in texts.values()} - matched)
     return raw.render(replacements), report
 
 

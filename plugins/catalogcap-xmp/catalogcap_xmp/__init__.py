@@ -42,6 +42,10 @@ class XmpSettings(BaseModel):
         " folder).")
     exiftool: str = Field("exiftool", description="The exiftool program (a name on PATH or a full path).")
     batch_size: int = Field(200, ge=1, le=5000, description="Images per exiftool run.")
+    overwrite_human: bool = Field(
+        False, description="Replace alt text or a description a person already wrote in the image or its"
+        " sidecar (default: keep it and count it as kept_human); `catalogcap export --overwrite-human` sets it"
+        " for one run.")
 
     @field_validator("language")
     @classmethod
@@ -68,6 +72,7 @@ def export_xmp(events: Iterable[CaptionEvent], dest: str | Path | None, options:
     exe = exiftool.find(config.exiftool)
     languages = ["x-default", *([config.language] if config.language else [])]
     items, errors = _items(events, languages)
+    images = len(items)
     out = Path(dest).absolute() if dest not in (None, "-") else None
     root = _root(config.root, items, out)
     in_place = config.mode == "embed" and out is None
@@ -83,6 +88,9 @@ def export_xmp(events: Iterable[CaptionEvent], dest: str | Path | None, options:
             ready.append(item)
         except (writer.SkipItem, PathOutsideRoot, OSError) as exc:
             errors.append({"path": str(item.image), "reason": str(exc)})
+    kept: list[dict[str, str]] = []
+    if not config.overwrite_human:
+        ready = _keep_human(exe, ready, kept, config.batch_size)
     written = 0
     for start in range(0, len(ready), config.batch_size):
         batch = ready[start:start + config.batch_size]
@@ -93,13 +101,43 @@ def export_xmp(events: Iterable[CaptionEvent], dest: str | Path | None, options:
                 errors.append({"path": str(item.image), "reason": str(exc)})
                 writer.cleanup(item)
         written += writer.run_batch(exe, batch, config.mode, in_place, errors)
-    return {"mode": config.mode, "images": len(items), "written": written,
-            "dest": str(out) if out else ("in place" if in_place else "beside the images"), "errors": errors}
+    return {"mode": config.mode, "images": images, "written": written, "kept_human": len(kept),
+            "dest": str(out) if out else ("in place" if in_place else "beside the images"),
+            "human_kept": kept, "errors": errors}
+
+
+def _keep_human(exe: str, items: list[writer.Item], kept: list[dict[str, str]], batch_size: int
+                ) -> list[writer.Item]:
+    """Leave out of each item the kinds a person already wrote text for, in the image or in the
+    sidecar (or copy) it goes to; the items left with something to write."""
+    sources: list[Path] = []
+    for item in items:
+        sources.append(item.image)
+        if item.target is not None and item.target != item.image and item.target.is_file() \
+                and not item.target.is_symlink():
+            sources.append(item.target)
+    sources = sorted(set(sources))
+    tags = sorted({tag for tags in writer.FIELDS.values() for tag in tags})
+    found: dict[Path, dict[str, str]] = {}
+    for start in range(0, len(sources), batch_size):
+        found.update(exiftool.read(exe, sources[start:start + batch_size], tags))
+    remaining = []
+    for item in items:
+        records = [found.get(item.image, {})] + ([found.get(item.target, {})] if item.target else [])
+        for kind in writer.kinds_of(item):
+            theirs = writer.human_text(item, kind, records)
+            if theirs is not None:
+                writer.drop_kind(item, kind)
+                kept.append({"path": str(item.image), "kind": kind, "text": theirs})
+        if item.texts:
+            remaining.append(item)
+    return remaining
 
 
 def _items(events: Iterable[CaptionEvent], languages: list[str]
            ) -> tuple[list[writer.Item], list[dict[str, str]]]:
-    by_asset: dict[int, writer.Item] = {}
+    """One item per live path of each image: every copy of the same bytes gets the captions."""
+    by_path: dict[str, writer.Item] = {}
     missing: dict[str, dict[str, str]] = {}
     for event in events:
         if event.path is None:
@@ -107,9 +145,10 @@ def _items(events: Iterable[CaptionEvent], languages: list[str]
                 "path": f"sha256:{event.fingerprint}",
                 "reason": "the image is missing from every known path; run `catalogcap scan`"}
             continue
-        item = by_asset.setdefault(event.asset_id, writer.Item(Path(event.path), event.fingerprint))
-        writer.set_text(item, event.kind, event.text, languages)
-    return list(by_asset.values()), list(missing.values())
+        for path in event.paths:
+            item = by_path.setdefault(path, writer.Item(Path(path), event.fingerprint))
+            writer.set_text(item, event.kind, event.text, languages, known=(event.model_text,))
+    return list(by_path.values()), list(missing.values())
 
 
 def _root(configured: Path | None, items: list[writer.Item], out: Path | None) -> Path | None:

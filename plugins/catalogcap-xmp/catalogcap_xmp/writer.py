@@ -39,6 +39,7 @@ class Item:
     image: Path
     fingerprint: str
     texts: dict[str, dict[str, str]] = field(default_factory=dict)
+    known: dict[str, set[str]] = field(default_factory=dict)  # kind -> texts catalogcap has for it (ours)
     target: Path | None = None
     temp: Path | None = None
     seen: tuple[int, int] | None = None  # (size, mtime_ns) of the original when copied
@@ -49,10 +50,37 @@ class Item:
                 for tag, by_lang in self.texts.items() for lang, text in by_lang.items()}
 
 
-def set_text(item: Item, kind: str, text: str, languages: list[str]) -> None:
+def set_text(item: Item, kind: str, text: str, languages: list[str], known: tuple[str, ...] = ()) -> None:
     for tag in FIELDS[kind]:
         for lang in languages:
             item.texts.setdefault(tag, {})[lang] = text
+    item.known.setdefault(kind, set()).update(_norm(t) for t in (text, *known) if t)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def kinds_of(item: Item) -> list[str]:
+    return [kind for kind, tags in FIELDS.items() if any(tag in item.texts for tag in tags)]
+
+
+def human_text(item: Item, kind: str, records: list[dict[str, str]]) -> str | None:
+    """Text a person wrote for `kind` in the image or its sidecar (the x-default value of one of the
+    kind's tags that is none of the texts catalogcap has for the image), or None."""
+    ours = item.known.get(kind, set())
+    for record in records:
+        for tag in FIELDS[kind]:
+            value = record.get(tag)
+            if isinstance(value, str) and value.strip() and _norm(value) not in ours:
+                return value
+    return None
+
+
+def drop_kind(item: Item, kind: str) -> None:
+    """Write nothing of `kind` into this item's XMP (its human text stays)."""
+    for tag in FIELDS[kind]:
+        item.texts.pop(tag, None)
 
 
 def sha256_of(path: Path) -> str:
