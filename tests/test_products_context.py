@@ -58,3 +58,15 @@ def test_human_alt_text_is_kept_over_model_text(engine) -> None:
         rows = {c.kind: c for c in session.exec(select(Caption).where(Caption.asset_id == asset)).all()}
     assert (rows["alt_text"].text, rows["alt_text"].source, rows["alt_text"].model) == ("Red arc lamp", "xmp", "")
     assert rows["description"].source is None and rows["description"].state == "pending"
+
+
+def test_a_reviewers_change_to_imported_text_survives_a_reimport(engine) -> None:
+    from catalogcap.store.captions import decide
+
+    with write_session(engine) as session:
+        asset = _asset(session, 4, "/photos/y.jpg")
+        first = import_human(session, asset, "alt_text", "Blue mug", source="shopify")
+        assert import_human(session, asset, "alt_text", "Blue mug, 300 ml", source="shopify").text == "Blue mug, 300 ml"
+        decide(session, first.id, "edit", reviewer="ana", text="Cobalt blue mug")
+        assert import_human(session, asset, "alt_text", "Blue mug again", source="shopify").text == "Cobalt blue mug"
+        assert import_human(session, asset, "alt_text", "Mug from XMP", source="xmp").text == "Cobalt blue mug"

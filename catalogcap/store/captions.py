@@ -120,15 +120,13 @@ def import_human(session: Session, asset_id: int, kind: str, text: str, *, sourc
         caption = Caption(asset_id=asset_id, kind=kind, model_text=text, text=text, state="accepted", model="",
                           source=source, reviewer=f"imported:{source}", reviewed_at=now, created_at=now,
                           updated_at=now)
-    elif caption.state in ("pending", "superseded") or (caption.source and caption.source != source):
-        if caption.state not in ("pending", "superseded") and caption.source is None:
-            return caption  # a reviewer decided it here: their decision stands
+    elif caption.state not in ("pending", "superseded") and not (caption.reviewer or "").startswith("imported:"):
+        return caption  # a reviewer decided it (or changed imported text) here: their decision stands
+    elif caption.state in ("pending", "superseded") or caption.source != source or caption.text != text:
         caption.text, caption.state, caption.source = text, "accepted", source
         caption.reviewer, caption.reviewed_at, caption.updated_at = f"imported:{source}", now, now
         caption.reject_reason = None
         caption.version += 1
-    elif caption.source == source and caption.text != text:
-        caption.text, caption.updated_at, caption.version = text, now, caption.version + 1
     else:
         return caption
     session.add(caption)
