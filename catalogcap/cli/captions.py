@@ -22,6 +22,10 @@ def default_reviewer() -> str:
         return "reviewer"
 
 
+PAGE = 100  # captions a plain `captions list` shows
+STREAM_PAGE = 2000  # captions read per query by `captions list --all`
+
+
 @click.group()
 def captions() -> None:
     """List, show and decide captions."""
@@ -33,26 +37,71 @@ def captions() -> None:
 @click.option("--search", help="Only captions whose text contains this (case-insensitive).")
 @click.option("--warnings", "with_warnings", is_flag=True,
               help="Only captions with consistency warnings (`captions show ID` lists them).")
-@click.option("--limit", type=int, default=None, help="At most this many.")
+@click.option("--limit", type=click.IntRange(min=1), default=PAGE, show_default=True,
+              help="At most this many (a page); --after continues.")
+@click.option("--after", "after_id", type=click.IntRange(min=0), default=0,
+              help="Only captions with an id above this (the last id of the previous page).")
+@click.option("--all", "everything", is_flag=True, help="Every matching caption, streamed (no page limit).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @pass_app
 def list_(app: App, state: str | None, kind: str | None, search: str | None, with_warnings: bool,
-          limit: int | None, as_json: bool) -> None:
-    """List captions (id order; superseded ones only with --state superseded). The last column
-    names the warnings of a caption (`captions show ID` explains them)."""
+          limit: int, after_id: int, everything: bool, as_json: bool) -> None:
+    """List captions in id order, a page at a time (superseded ones only with --state superseded).
+    The last column names the warnings of a caption (`captions show ID` explains them).
+
+    A catalog has millions: the first --limit are shown and `--after LAST_ID` gives the next page;
+    `--all` streams every one (with --json as one JSON list, written as it is read)."""
     from catalogcap.store.captions import list_captions
     from catalogcap.store.database import read_session
 
+    warnings = True if with_warnings else None
+    if everything:
+        _stream_all(app, state=state, kind=kind, search=search, warnings=warnings, after_id=after_id,
+                    as_json=as_json)
+        return
     with read_session(app.engine) as session:
-        rows = list_captions(session, state=state, kind=kind, search=search, limit=limit,
-                             warnings=True if with_warnings else None)
+        rows = list_captions(session, state=state, kind=kind, search=search, limit=limit + 1, after_id=after_id,
+                             warnings=warnings)
+    more, rows = len(rows) > limit, rows[:limit]
     if as_json:
         app.json([row.to_json() for row in rows])
-        return
-    app.table(("id", "kind", "state", "text", "path", "warnings"),
-              [(row.id, row.kind, row.state, row.text, row.path or "",
-                ", ".join(str(w.get("code")) for w in row.warnings)) for row in rows],
-              title=f"{len(rows)} captions")
+    else:
+        app.table(("id", "kind", "state", "text", "path", "warnings"),
+                  [(row.id, row.kind, row.state, row.text, row.path or "",
+                    ", ".join(str(w.get("code")) for w in row.warnings)) for row in rows],
+                  title=f"{len(rows)} captions")
+    if more:  # on stderr: a pipe or a JSON reader gets the page alone
+        app.err.print(f"more captions follow: --after {rows[-1].id} for the next page, --all for every one",
+                      markup=False, highlight=False)
+
+
+def _stream_all(app: App, *, after_id: int, as_json: bool, **filters) -> None:
+    """Every matching caption, read and written a page at a time (flat memory at any size)."""
+    import json
+
+    from catalogcap.store.captions import list_captions
+    from catalogcap.store.database import read_session
+
+    first, shown = True, 0
+    out = click.get_text_stream("stdout")
+    if as_json:
+        out.write("[")
+    while True:
+        with read_session(app.engine) as session:
+            rows = list_captions(session, limit=STREAM_PAGE, after_id=after_id, **filters)
+        for row in rows:
+            if as_json:
+                out.write(("\n" if first else ",\n") + json.dumps(row.to_json(), ensure_ascii=False))
+            else:
+                out.write(f"{row.id}\t{row.kind}\t{row.state}\t{row.text}\t{row.path or ''}\n")
+            first = False
+        shown += len(rows)
+        if len(rows) < STREAM_PAGE:
+            break
+        after_id = rows[-1].id
+    if as_json:
+        out.write("\n]\n" if shown else "]\n")
+    out.flush()
 
 
 @captions.command("show")
