@@ -32,7 +32,7 @@ def build(url: str, captions: int) -> None:
     from catalogcap.store.models import Asset, AssetPath, Caption, Job, utcnow
 
     engine = create_store_engine(url)
-    now = utcnow().replace(tzinfo=None)
+    now = utcnow()
     images = captions // 2
     states = ("pending", "pending", "accepted", "edited", "rejected")
     chunk = 20_000

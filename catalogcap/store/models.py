@@ -78,7 +78,7 @@ class AssetPath(SQLModel, table=True):
     path: str = Field(unique=True, index=True)
     size: int
     mtime_ns: int = Field(sa_type=sa.BigInteger)
-    missing: bool = Field(default=False, index=True)
+    missing: bool = Field(default=False)  # live paths of an asset: ix_asset_paths_asset_id_missing (0008)
     # the client's own name for the file (an API upload stored under another name), for export matching
     source_name: str | None = None
     first_seen: datetime = _ts()
@@ -266,3 +266,4 @@ class OutboxRow(SQLModel, table=True):
 # scan of finished jobs; declared here so the models keep matching the migrations (0003).
 sa.Index("ix_captions_updated_at_id", Caption.__table__.c.updated_at, Caption.__table__.c.id)
 sa.Index("ix_jobs_finished_at_id", Job.__table__.c.finished_at, Job.__table__.c.id)
+sa.Index("ix_asset_paths_asset_id_missing", AssetPath.__table__.c.asset_id, AssetPath.__table__.c.missing)
