@@ -283,3 +283,10 @@ def test_a_slow_batch_keeps_its_leases(settings, engine, photos: Path) -> None:
         runner.join(30)
         slow.close()
     assert taken == [] and renewed > first
+
+
+def test_the_numbered_head_is_alembics_head() -> None:
+    """The fast start-up check (no alembic import on an up-to-date store) names the same head."""
+    from catalogcap.store.database import numbered_head
+
+    assert numbered_head() == head_revision()
