@@ -153,3 +153,16 @@ def test_bad_profiles_are_refused_naming_the_profile(home, extra, message) -> No
     (home / "catalogcap.toml").write_text(PROFILES + "\n" + extra)
     with pytest.raises(SettingsError, match=message):
         load_settings()
+
+
+def test_config_show_lists_the_profiles(home) -> None:
+    from click.testing import CliRunner
+
+    from catalogcap.cli import cli
+
+    (home / "catalogcap.toml").write_text(PROFILES)
+    result = CliRunner().invoke(cli, ["config", "show"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "shoes" in result.output and "**/shoes/**" in result.output
+    assert "generation.alt_text.num_beams = 1" in result.output and "alt_text_limit = 80" in result.output
+    assert "/catalog/furniture/**" in result.output
