@@ -273,3 +273,55 @@ def test_requests_must_match_the_batch() -> None:
     with pytest.raises(ValueError):
         _requests([ImageRequest()], 2, 0)
     assert len(_requests(None, 3, 0)) == 3
+
+
+def test_training_steps_dev_scoring_and_the_gates_captions_use_each_images_prompt(home, tmp_path,
+                                                                                  monkeypatch) -> None:
+    """Two real LoRA steps on per-example prompts; the dev split and the held-out captions are
+    made with the same rendered prompts (the prefix is in the gate's captions)."""
+    from catalogcap.captioner.model import load_model
+    from catalogcap.training import trainer as trainer_module
+    from catalogcap.training.dataset import Example
+    from catalogcap.training.evaluate import caption_examples
+    from catalogcap.training.prompting import ExamplePrompts
+
+    (home / "catalogcap.toml").write_text(f'[generation.alt_text]\nprompt = "{T}"\n')
+    settings = _greedy(load_settings(), T)
+    settings.training.lr, settings.training.max_steps, settings.training.evals_per_run = 2e-3, 2, 1
+    settings.training.dev_percent = 40
+    examples, fields = [], {}
+    for i in range(8):
+        path = make_image(tmp_path / f"img{i}.png", ("red", "blue")[i % 2], size=(60 + i, 48))
+        fields[i] = LAMP if i % 2 else {}
+        examples.append(Example(i, 1, i, f"fp{i}", "alt_text",
+                                "NordLight lamp, blue shade" if i % 2 else "A red box", str(path)))
+    prompts = ExamplePrompts(settings, fields)
+    seen: list[tuple[list[str], list[str]]] = []
+    original = trainer_module.encode_targets
+
+    def recording(tokenizer, prompt_list, texts, **kwargs):
+        seen.append((list(prompt_list), list(texts)))
+        return original(tokenizer, prompt_list, texts, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "encode_targets", recording)
+    dev_requests: list[ImageRequest] = []
+    scoring = Captioner.caption_embeddings
+
+    def dev(self, embeds, requests=None):
+        dev_requests.extend(requests or [])
+        return scoring(self, embeds, requests)
+
+    monkeypatch.setattr(Captioner, "caption_embeddings", dev)
+    base = load_model(settings.model, device="cpu", dtype="float32")
+    (tmp_path / "run").mkdir()
+    result = trainer_module.train(lambda: load_model(settings.model, device="cpu", dtype="float32").model,
+                                  base.processor, examples, settings, tmp_path / "run", prompts=prompts)
+    assert result.steps == 2 and result.dev_images > 0
+    pairs = {pair for prompt_list, texts in seen for pair in zip(prompt_list, texts)}
+    assert pairs and pairs <= {("NordLight lamp,", "blue shade"), ("", "A red box")}
+    assert dev_requests and {r.path: dict(r.fields) for r in dev_requests} == {
+        e.path: fields[e.asset_id] for e in examples if e.path in {r.path for r in dev_requests}}
+    tuned = Captioner(load_model(settings.model, device="cpu", dtype="float32", adapter_dir=result.adapter_dir,
+                                 adapter_id="t"), settings)
+    outputs = caption_examples(tuned, examples, prompts)
+    assert all(outputs[f"fp{i}"]["alt_text"].startswith("NordLight lamp,") == bool(i % 2) for i in range(8))
