@@ -19,6 +19,7 @@ This module imports nothing heavy at import time: settings.py uses `check_templa
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 import unicodedata
@@ -194,6 +195,7 @@ def restore_casing(text: str, values: Iterable[str]) -> str:
 # ---------------------------------------------------------------------------- profiles
 
 
+@functools.lru_cache(maxsize=256)
 def _glob_regex(pattern: str) -> re.Pattern[str]:
     """A folder glob as a regex: ``**`` any number of folders, ``*`` and ``?`` within one name,
     ``[...]`` a character class. A pattern that does not start with ``/`` matches the end of the

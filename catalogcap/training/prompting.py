@@ -47,6 +47,7 @@ class ExamplePrompts:
     settings: Settings
     fields: dict[int, dict[str, str]] = field(default_factory=dict)  # asset id -> context fields
     unprompted: int = 0  # examples trained unprompted because their text lost the rendered prefix
+    _done: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, engine: Engine | None, settings: Settings, examples: Iterable[Example]) -> ExamplePrompts:
@@ -61,7 +62,14 @@ class ExamplePrompts:
         return cls(settings, fields)
 
     def for_example(self, example: Example) -> tuple[str, str]:
-        """(prompt, target text) of a training example."""
+        """(prompt, target text) of a training example (worked out once per example)."""
+        key = (example.caption_id, example.version)
+        found = self._done.get(key)
+        if found is None:
+            found = self._done[key] = self._work_out(example)
+        return found
+
+    def _work_out(self, example: Example) -> tuple[str, str]:
         settings = self.settings.for_profile(self.settings.profile_for(example.path))
         rendered = render(settings.generation.for_kind(example.kind).prompt, self.fields.get(example.asset_id))
         if not rendered.keep:
