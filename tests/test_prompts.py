@@ -166,3 +166,18 @@ def test_config_show_lists_the_profiles(home) -> None:
     assert "shoes" in result.output and "**/shoes/**" in result.output
     assert "generation.alt_text.num_beams = 1" in result.output and "alt_text_limit = 80" in result.output
     assert "/catalog/furniture/**" in result.output
+
+
+def test_the_stored_text_keeps_the_prefix_and_restores_names_in_the_continuation() -> None:
+    from catalogcap.captioner.generate import Captioner
+
+    rendered = render(T, {"brand": "NordLight", "category": "lamp"})
+    fields = {"brand": "NordLight", "category": "lamp", "material": "Rattan"}
+    finish = Captioner._finish
+    assert finish("alt_text", "a photo of a red nordlight shade in rattan", rendered, 125, fields) == (
+        "NordLight lamp, a photo of a red NordLight shade in Rattan")
+    assert finish("alt_text", "", rendered, 125, fields) == "NordLight lamp"  # nothing dangling
+    assert finish("alt_text", "red " * 40, rendered, 30, fields).startswith("NordLight lamp, red")
+    assert len(finish("alt_text", "striped red shade on a brass stand " * 3, rendered, 30, fields)) <= 30
+    plain = render("a product photo of", fields)
+    assert finish("description", "a red lamp", plain, 125, {}) == "A red lamp."  # no fields: stripped as before

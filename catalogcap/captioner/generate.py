@@ -46,7 +46,15 @@ from catalogcap.captioner.engine import (
 from catalogcap.captioner.model import LoadedModel, ensure_engine, get_model
 from catalogcap.captioner.pixels import FileToPixels, Prefetcher, stack
 from catalogcap.captioner.text import clean_alt_text, clean_description
-from catalogcap.products.prompts import ImageRequest, Rendered, Template, parse_template, render, restore_casing
+from catalogcap.products.prompts import (
+    ImageRequest,
+    Rendered,
+    Template,
+    parse_template,
+    render,
+    restore_casing,
+    uses_context,
+)
 from catalogcap.settings import KINDS, GenerationSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -141,8 +149,6 @@ class Captioner:
         self._pin = self.loaded.device.type == "cuda"
         self._max_batch = engine.max_batch or default_max_batch(self.loaded.device)
         self._groups = self.prompt_groups()  # the settings are fixed for this captioner: tokenize once
-        from catalogcap.products.prompts import uses_context
-
         # per-image prompts or settings: only when a template names a field or profiles exist
         self.per_image = bool(settings.profiles) or uses_context(settings)
         self._profiles: dict[str | None, _Profile] = {}
@@ -371,6 +377,8 @@ class Captioner:
         # a continuation may start inside the prefix's last word ("##..."): it starts a new word here
         text = f"{rendered.prompt} {raw.strip().removeprefix('##')}" if rendered.keep else raw
         text = clean_alt_text(text, limit=limit) if kind == "alt_text" else clean_description(text)
+        if rendered.keep and kind == "alt_text":
+            text = text.rstrip(" ,;:-")  # the model added nothing after "NordLight lamp,"
         return restore_casing(text, fields.values()) if fields else text
 
     def _caption_sets(self, raw: dict[str, list[str]]) -> list[CaptionSet]:
