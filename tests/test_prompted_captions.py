@@ -188,6 +188,10 @@ generation.description.max_new_tokens = 5
     assert captions[(shoe, "alt_text")].text.startswith("Pedal shoe,")
     assert captions[(shoe, "alt_text")].generation["num_beams"] == 1
     assert captions[(shoe, "alt_text")].generation["profile"] == "shoes"
+    assert captions[(shoe, "alt_text")].context["template"] == "{brand} shoe,"
+    assert captions[(shoe, "alt_text")].context["prompt"] == "Pedal shoe,"
+    assert captions[(lamp, "alt_text")].context["template"] == T
+    assert captions[(shoe, "description")].profile == "shoes"
     assert captions[(lamp, "alt_text")].profile == "lamps"
     assert captions[(lamp, "alt_text")].text.startswith("NordLight lamp,")
     assert captions[(lamp, "alt_text")].generation["limit"] == 60
