@@ -329,3 +329,16 @@ def test_training_steps_dev_scoring_and_the_gates_captions_use_each_images_promp
                                  adapter_id="t"), settings)
     outputs = caption_examples(tuned, examples, prompts)
     assert all(outputs[f"fp{i}"]["alt_text"].startswith("NordLight lamp,") == bool(i % 2) for i in range(8))
+
+
+def test_the_batch_probe_covers_every_profiles_budget(settings, shared_model) -> None:
+    plain = Captioner(shared_model, settings)
+    assert len(plain.prompt_groups(full_length=True)) == len(plain.prompt_groups())
+    from catalogcap.settings import Profile
+
+    profiled = settings.model_copy(update={"profiles": [Profile(name="long", folders=["**/long/*"], generation={
+        "alt_text": {"max_new_tokens": 40, "num_beams": 4}})]})
+    captioner = Captioner(shared_model, profiled)
+    budgets = {(g.kwargs["max_new_tokens"], g.kwargs["num_beams"]) for g in captioner.prompt_groups(full_length=True)}
+    assert (40, 4) in budgets and all(g.kwargs["max_new_tokens"] != 40 for g in captioner.prompt_groups())
+    assert captioner.batch_key() != plain.batch_key() and "long=alt_text:40x4" in captioner.batch_key()

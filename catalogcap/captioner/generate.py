@@ -271,10 +271,14 @@ class Captioner:
                 yield from zip(batch.items, self.caption_pixels(batch.pixels, requests), strict=True)
 
     def prompt_groups(self, *, full_length: bool = False) -> list[PromptGroup]:
-        """The `generate` calls one batch needs; `full_length` forces every caption to its token budget."""
+        """The `generate` calls one batch needs; `full_length` forces every caption to its token budget
+        (the batch-size probe: then every profile's settings too, since any batch may use them)."""
         groups: dict[str, PromptGroup] = {}
-        for kind in KINDS:
-            gen = self.settings.generation.for_kind(kind)
+        everyone = [self.settings]
+        if full_length:
+            everyone += [self.settings.for_profile(p) for p in self.settings.profiles]
+        for kind, settings in ((k, s) for s in everyone for k in KINDS):
+            gen = settings.generation.for_kind(kind)
             ids = prompt_ids(self.tokenizer, gen.prompt, self.bos_id)
             kwargs = generate_kwargs(gen)
             if full_length:
@@ -415,6 +419,10 @@ class Captioner:
             for kind in KINDS
             for gen in [self.settings.generation.for_kind(kind)]
         )
+        for profile in self.settings.profiles:  # a batch may use any profile's budgets
+            gens = self.settings.for_profile(profile).generation
+            budgets += f"|{profile.name}=" + ",".join(
+                f"{kind}:{gen.max_new_tokens}x{gen.num_beams}" for kind in KINDS for gen in [gens.for_kind(kind)])
         return (f"{self.model_id}@{self.settings.model_revision or 'main'}|{device_name(self.loaded.device)}|"
                 f"{str(self.loaded.dtype).removeprefix('torch.')}|sdpa={engine.sdpa if engine else False}|"
                 f"compile={engine.compile if engine else False}|{budgets}")
