@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -19,6 +19,7 @@ from pydantic_settings import (
 
 from catalogcap import redact
 from catalogcap.errors import SettingsError
+from catalogcap.products.prompts import check_template
 
 CONFIG_NAME = "catalogcap.toml"
 ENV_PREFIX = "CATALOGCAP_"
@@ -45,6 +46,12 @@ class GenerationSettings(Section):
     repetition_penalty: float = Field(1.0, ge=1.0, le=3.0, description="Penalty on tokens already generated.")
     no_repeat_ngram_size: int = Field(3, ge=0, le=10, description="Never repeat an n-gram of this size (0: off).")
     length_penalty: float = Field(1.0, ge=-2.0, le=5.0, description="Beam-search length penalty (>1 favours longer).")
+
+    @field_validator("prompt")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        # only plain {name} fields of the product context: see catalogcap/products/prompts.py
+        return check_template(value)
 
 
 class DescriptionSettings(GenerationSettings):
@@ -289,6 +296,60 @@ class ApiSettings(Section):
         return [root.expanduser().absolute() for root in value]
 
 
+class Profile(Section):
+    """A [[profiles]] entry: generation settings for the images of some folders."""
+
+    name: str = Field(min_length=1, description="Name stored with each caption it made.")
+    folders: list[str] = Field(
+        min_length=1,
+        description="Globs matched against the image's path: `**` any folders, `*` and `?` within one name;"
+        " a pattern not starting with / matches the end of the path (\"**/shoes/*\" or \"/catalog/furniture/**\").",
+    )
+    generation: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Overrides of generation.<kind> settings (prompt, max_new_tokens, ...)."
+    )
+    alt_text_limit: int | None = Field(None, ge=16, le=1000, description="Override of alt_text_limit.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValueError("each [[profiles]] entry must be a table with name, folders and overrides")
+        name = data.get("name")
+        label = f"profile {name!r}" if name else "a profile without a name"
+        known = set(cls.model_fields)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{label}: unknown key(s) {', '.join(unknown)}; a profile has {', '.join(sorted(known))}")
+        if isinstance(data.get("folders"), str):
+            data = {**data, "folders": [data["folders"]]}
+        generation = data.get("generation") or {}
+        if not isinstance(generation, dict):
+            raise ValueError(f"{label}: generation must be a table of kinds ({', '.join(KINDS)})")
+        for kind, overrides in generation.items():
+            if kind not in KINDS:
+                raise ValueError(f"{label}: unknown caption kind generation.{kind}; use {', '.join(KINDS)}")
+            model = DescriptionSettings if kind == "description" else GenerationSettings
+            if not isinstance(overrides, dict):
+                raise ValueError(f"{label}: generation.{kind} must be a table of settings")
+            bad = sorted(set(overrides) - set(model.model_fields))
+            if bad:
+                raise ValueError(f"{label}: unknown setting(s) generation.{kind}.{', '.join(bad)}; known:"
+                                 f" {', '.join(model.model_fields)}")
+            try:
+                model.model_validate(overrides)
+            except ValidationError as exc:
+                problems = "; ".join(f"generation.{kind}.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                     for e in exc.errors())
+                raise ValueError(f"{label}: {problems}") from None
+        return data
+
+    def matches(self, path: str | Path) -> bool:
+        from catalogcap.products.prompts import folder_matches
+
+        return folder_matches(self.folders, path)
+
+
 class Settings(BaseSettings):
     """Everything catalogcap can be told; `catalogcap config show` prints it with sources."""
 
@@ -330,6 +391,11 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings, description="The HTTP API (catalogcap serve).")
     training: TrainingSettings = Field(default_factory=TrainingSettings, description="Nightly LoRA training.")
 
+    profiles: list[Profile] = Field(
+        default_factory=list,
+        description="Per-folder generation settings ([[profiles]] tables: name, folders, generation.<kind>.*,"
+        " alt_text_limit); the first whose folders match an image's path wins.",
+    )
     plugins: list[str] = Field(
         default_factory=lambda: ["*"],
         description="Plugins allowed to load (names or globs; [] loads none, not even the built-ins).",
@@ -344,6 +410,35 @@ class Settings(BaseSettings):
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser().absolute()
+
+    @field_validator("profiles", mode="after")
+    @classmethod
+    def _unique_profiles(cls, value: list[Profile]) -> list[Profile]:
+        seen: set[str] = set()
+        for profile in value:
+            if profile.name in seen:
+                raise ValueError(f"two profiles are named {profile.name!r}; profile names must be unique")
+            seen.add(profile.name)
+        return value
+
+    def profile_for(self, path: str | Path | None) -> Profile | None:
+        """The first profile whose folders match `path`, or None (the top-level settings)."""
+        if path is None:
+            return None
+        return next((p for p in self.profiles if p.matches(path)), None)
+
+    def for_profile(self, profile: Profile | str | None) -> Settings:
+        """These settings with a profile's overrides applied (itself for None)."""
+        if profile is None:
+            return self
+        if isinstance(profile, str):
+            profile = next(p for p in self.profiles if p.name == profile)
+        kinds: dict[str, GenerationSettings] = {}
+        for kind in KINDS:
+            base = self.generation.for_kind(kind)
+            kinds[kind] = type(base).model_validate({**base.model_dump(), **profile.generation.get(kind, {})})
+        return self.model_copy(update={"generation": Generation(**kinds),
+                                       "alt_text_limit": profile.alt_text_limit or self.alt_text_limit})
 
     @property
     def config_file(self) -> Path:

@@ -321,12 +321,13 @@ def test_same_data_and_seed_give_the_same_adapter_cached_or_streamed(store, tmp_
     from safetensors.torch import load_file
 
     from catalogcap.captioner.model import load_model
-    from catalogcap.training.round import _prompts
+    from catalogcap.training.round import example_prompts
     from catalogcap.training.trainer import train
 
     settings, engine, truth = store
     review_toward_house(engine, truth, share=0.5)
-    examples = collect(engine, settings).train
+    data = collect(engine, settings)
+    examples = data.train
     settings.training.lr, settings.training.max_steps, settings.training.evals_per_run = 2e-3, 6, 2
 
     def run(name: str, **update) -> dict:
@@ -335,7 +336,7 @@ def test_same_data_and_seed_give_the_same_adapter_cached_or_streamed(store, tmp_
         base = load_model(settings.model, device="cpu", dtype="float32")
         (tmp_path / name).mkdir()
         result = train(lambda: load_model(settings.model, device="cpu", dtype="float32").model, base.processor,
-                       examples, settings, tmp_path / name, prompts=_prompts(settings))
+                       examples, settings, tmp_path / name, prompts=example_prompts(engine, settings, data))
         assert result.steps >= 3 and result.dev_images > 0
         return {"weights": load_file(str(result.adapter_dir / "adapter_model.safetensors")),
                 "cached": result.embed_cache}

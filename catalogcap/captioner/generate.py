@@ -8,6 +8,14 @@ trailing [SEP] dropped. Generation is grouped by prompt: every image of a `gener
 has the same prompt, so a batch never needs padding, and kinds with the same prompt and
 settings share one call.
 
+Prompts may differ per image: a template with product fields (`{brand} {category},`) is
+rendered per image from its context, and a [[profiles]] entry may change an image's
+generation settings. Such a batch makes one `generate` call per distinct (rendered prompt,
+settings) over the images that share it; without field templates and profiles the batch
+takes the fixed groups computed once (no per-image work at all). A prompt that used
+product fields stays the start of the caption, names from the context get their catalog
+spelling back (`restore_casing`), and the alt-text limit counts the prefix.
+
 Speed comes from `EngineSettings` (engine.py, pixels.py): SDPA attention, int8 on CPU,
 batches up to the engine's limit (probed once on CUDA), pinned pixels copied without
 blocking, and files decoded in a thread pool one batch ahead of the model.
@@ -38,6 +46,15 @@ from catalogcap.captioner.engine import (
 from catalogcap.captioner.model import LoadedModel, ensure_engine, get_model
 from catalogcap.captioner.pixels import FileToPixels, Prefetcher, stack
 from catalogcap.captioner.text import clean_alt_text, clean_description
+from catalogcap.products.prompts import (
+    ImageRequest,
+    Rendered,
+    Template,
+    parse_template,
+    render,
+    restore_casing,
+    uses_context,
+)
 from catalogcap.settings import KINDS, GenerationSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -49,6 +66,13 @@ class CaptionSet:
 
     texts: dict[str, str]
     raw: dict[str, str] = field(default_factory=dict)
+    profile: str | None = None  # the [[profiles]] entry whose settings made it
+    prompts: dict[str, Rendered] = field(default_factory=dict)  # per kind, when rendered per image
+
+    def provenance(self, kind: str, sources: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+        """What is stored as the caption's `context`: fields, template, rendered prompt, sources."""
+        rendered = self.prompts.get(kind)
+        return rendered.provenance(sources) if rendered is not None else {}
 
     @property
     def alt_text(self) -> str:
@@ -57,6 +81,17 @@ class CaptionSet:
     @property
     def description(self) -> str:
         return self.texts["description"]
+
+
+@dataclass
+class _Profile:
+    """The generation of one profile (None: the top-level settings): templates, kwargs, limit."""
+
+    name: str | None
+    settings: Settings
+    templates: dict[str, Template]
+    kwargs: dict[str, dict[str, Any]]
+    keys: dict[str, str]  # kind -> its kwargs as JSON, part of the grouping key
 
 
 @dataclass
@@ -114,6 +149,10 @@ class Captioner:
         self._pin = self.loaded.device.type == "cuda"
         self._max_batch = engine.max_batch or default_max_batch(self.loaded.device)
         self._groups = self.prompt_groups()  # the settings are fixed for this captioner: tokenize once
+        # per-image prompts or settings: only when a template names a field or profiles exist
+        self.per_image = bool(settings.profiles) or uses_context(settings)
+        self._profiles: dict[str | None, _Profile] = {}
+        self._ids: dict[str, torch.Tensor] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, *, adapter_id: str | None = None, adapter_dir=None) -> Captioner:
@@ -147,9 +186,10 @@ class Captioner:
             self._max_batch = self.probe_max_batch()
         return self._max_batch
 
-    def generation_record(self, kind: str) -> dict[str, Any]:
+    def generation_record(self, kind: str, profile: str | None = None) -> dict[str, Any]:
         """What is stored with each caption: enough to reproduce it."""
-        gen = self.settings.generation.for_kind(kind)
+        settings = self._profile(profile).settings if profile else self.settings
+        gen = settings.generation.for_kind(kind)
         record = gen.model_dump()
         record.update(model=self.model_id, revision=self.settings.model_revision, adapter=self.adapter_id,
                       dtype=str(self.loaded.dtype).removeprefix("torch."))
@@ -158,7 +198,9 @@ class Captioner:
         record["engine"] = {**self.settings.engine.model_dump(), **self.loaded.engine.record(),
                             "device": self.loaded.device.type}
         if kind == "alt_text":
-            record["limit"] = self.settings.alt_text_limit
+            record["limit"] = settings.alt_text_limit
+        if profile:
+            record["profile"] = profile
         return record
 
     # ------------------------------------------------------------------ pixels
@@ -181,28 +223,39 @@ class Captioner:
 
     # ------------------------------------------------------------------ captioning
 
-    def caption_images(self, pictures: Sequence[Image.Image | torch.Tensor]) -> list[CaptionSet]:
-        """Caption pictures, or tensors already made by `prepare` / `load_pixels` (mixing is fine)."""
+    def caption_images(self, pictures: Sequence[Image.Image | torch.Tensor],
+                       requests: Sequence[ImageRequest] | None = None) -> list[CaptionSet]:
+        """Caption pictures, or tensors already made by `prepare` / `load_pixels` (mixing is fine).
+
+        `requests` (one per picture): each image's path and product fields, for field templates
+        and profiles; ignored when the settings have neither."""
         if not pictures:
             return []
         tensors = [p if isinstance(p, torch.Tensor) else self.prepare(p) for p in pictures]
-        return self.caption_pixels(stack(tensors, pin=self._pin))
+        return self.caption_pixels(stack(tensors, pin=self._pin), requests)
 
-    def caption_pixels(self, pixel_values: torch.Tensor) -> list[CaptionSet]:
+    def caption_pixels(self, pixel_values: torch.Tensor,
+                       requests: Sequence[ImageRequest] | None = None) -> list[CaptionSet]:
         """Caption a (N, 3, H, W) batch, `max_batch` images per model call."""
         results: list[CaptionSet] = []
         step = self.max_batch
         for start in range(0, pixel_values.shape[0], step):
-            raw = self._caption_batch(pixel_values[start:start + step])
-            results.extend(self._caption_sets(raw))
+            chunk = pixel_values[start:start + step]
+            if self.per_image:
+                part = _requests(requests, chunk.shape[0], start)
+                with torch.inference_mode():
+                    results.extend(self._caption_requests(self._encode(chunk), part))
+            else:
+                results.extend(self._caption_sets(self._caption_batch(chunk)))
         return results
 
-    def caption_files(self, paths: Iterable[str | Path], *, batch_size: int | None = None
+    def caption_files(self, paths: Iterable[str | Path], *, batch_size: int | None = None,
+                      contexts: dict[Path, dict[str, str]] | None = None,
                       ) -> Iterator[tuple[Path, CaptionSet | images.ImageRejected]]:
         """Caption image files, decoding the next batch in a thread pool while the model runs.
 
         Yields each path once with its captions or the `ImageRejected` that refused it; within
-        a batch, refusals come first.
+        a batch, refusals come first. `contexts`: product fields by path, for field templates.
         """
         prefetcher = Prefetcher(self.load_pixels, batch_size=batch_size or self.max_batch,
                                 threads=self.settings.engine.decode_threads, pin=self._pin,
@@ -212,13 +265,20 @@ class Captioner:
                 assert isinstance(error, images.ImageRejected)
                 yield path, error
             if batch.pixels is not None:
-                yield from zip(batch.items, self.caption_pixels(batch.pixels), strict=True)
+                requests = None
+                if self.per_image:
+                    requests = [ImageRequest(str(p), (contexts or {}).get(Path(p)) or {}) for p in batch.items]
+                yield from zip(batch.items, self.caption_pixels(batch.pixels, requests), strict=True)
 
     def prompt_groups(self, *, full_length: bool = False) -> list[PromptGroup]:
-        """The `generate` calls one batch needs; `full_length` forces every caption to its token budget."""
+        """The `generate` calls one batch needs; `full_length` forces every caption to its token budget
+        (the batch-size probe: then every profile's settings too, since any batch may use them)."""
         groups: dict[str, PromptGroup] = {}
-        for kind in KINDS:
-            gen = self.settings.generation.for_kind(kind)
+        everyone = [self.settings]
+        if full_length:
+            everyone += [self.settings.for_profile(p) for p in self.settings.profiles]
+        for kind, settings in ((k, s) for s in everyone for k in KINDS):
+            gen = settings.generation.for_kind(kind)
             ids = prompt_ids(self.tokenizer, gen.prompt, self.bos_id)
             kwargs = generate_kwargs(gen)
             if full_length:
@@ -229,14 +289,16 @@ class Captioner:
             groups[key].kinds.append(kind)
         return list(groups.values())
 
-    def _caption_batch(self, pixel_values: torch.Tensor, *, full_length: bool = False) -> dict[str, list[str]]:
+    def _encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
         device, dtype = self.loaded.device, self.loaded.dtype
         if device.type == "cuda" and pixel_values.device.type == "cpu" and not pixel_values.is_pinned():
             pixel_values = pixel_values.pin_memory()
+        pixel_values = pixel_values.to(device, dtype=dtype, non_blocking=True)
+        return self.model.vision_model(pixel_values=pixel_values)[0]
+
+    def _caption_batch(self, pixel_values: torch.Tensor, *, full_length: bool = False) -> dict[str, list[str]]:
         with torch.inference_mode():
-            pixel_values = pixel_values.to(device, dtype=dtype, non_blocking=True)
-            image_embeds = self.model.vision_model(pixel_values=pixel_values)[0]
-            return self._generate_kinds(image_embeds, full_length=full_length)
+            return self._generate_kinds(self._encode(pixel_values), full_length=full_length)
 
     def _generate_kinds(self, image_embeds: torch.Tensor, *, full_length: bool = False) -> dict[str, list[str]]:
         raw: dict[str, list[str]] = {}
@@ -245,11 +307,83 @@ class Captioner:
             raw.update(dict.fromkeys(group.kinds, texts))
         return raw
 
-    def caption_embeddings(self, image_embeds: torch.Tensor) -> list[CaptionSet]:
+    def caption_embeddings(self, image_embeds: torch.Tensor,
+                           requests: Sequence[ImageRequest] | None = None) -> list[CaptionSet]:
         """Caption a batch from vision-encoder outputs already computed (training scores its dev split this way)."""
         with torch.inference_mode():
             embeds = image_embeds.to(self.loaded.device, dtype=self.loaded.dtype)
+            if self.per_image:
+                return self._caption_requests(embeds, _requests(requests, embeds.shape[0], 0))
             return self._caption_sets(self._generate_kinds(embeds))
+
+    # ------------------------------------------------------------------ per-image prompts and profiles
+
+    def _profile(self, name: str | None) -> _Profile:
+        state = self._profiles.get(name)
+        if state is None:
+            settings = self.settings.for_profile(name)
+            gens = {kind: settings.generation.for_kind(kind) for kind in KINDS}
+            kwargs = {kind: generate_kwargs(gen) for kind, gen in gens.items()}
+            state = _Profile(name, settings, {kind: parse_template(gen.prompt) for kind, gen in gens.items()},
+                             kwargs, {kind: json.dumps(kw, sort_keys=True) for kind, kw in kwargs.items()})
+            self._profiles[name] = state
+        return state
+
+    def _prompt_ids(self, prompt: str) -> torch.Tensor:
+        ids = self._ids.get(prompt)
+        if ids is None:
+            if len(self._ids) > 4096:  # one per distinct rendered prompt: bounded
+                self._ids.clear()
+            ids = self._ids[prompt] = prompt_ids(self.tokenizer, prompt, self.bos_id).to(self.loaded.device)
+        return ids
+
+    def render(self, request: ImageRequest) -> tuple[_Profile, dict[str, Rendered]]:
+        """An image's profile and its prompt per kind (an alt-text prefix over the limit falls back
+        to no prompt, and says so)."""
+        profile = self.settings.profile_for(request.path)
+        state = self._profile(profile.name if profile else None)
+        rendered: dict[str, Rendered] = {}
+        for kind in KINDS:
+            r = render(state.templates[kind], request.fields)
+            limit = state.settings.alt_text_limit
+            if kind == "alt_text" and r.keep and len(r.prompt) > limit:
+                r = Rendered(r.template, "", r.fields, fallback=f"the rendered prompt has {len(r.prompt)} characters,"
+                             f" over alt_text_limit {limit}: captioned unprompted")
+            rendered[kind] = r
+        return state, rendered
+
+    def _caption_requests(self, embeds: torch.Tensor, requests: Sequence[ImageRequest]) -> list[CaptionSet]:
+        plans = [self.render(request) for request in requests]
+        groups: dict[tuple[str, str], list[int]] = {}  # (prompt, kwargs) -> images, in order
+        for i, (state, rendered) in enumerate(plans):
+            for kind in KINDS:
+                members = groups.setdefault((rendered[kind].prompt, state.keys[kind]), [])
+                if not members or members[-1] != i:
+                    members.append(i)
+        outputs: dict[tuple[str, str], dict[int, str]] = {}
+        for (prompt, key), members in groups.items():
+            kwargs = json.loads(key)
+            part = embeds if len(members) == embeds.shape[0] else embeds[torch.tensor(members, device=embeds.device)]
+            texts = self._generate(PromptGroup(self._prompt_ids(prompt), kwargs, []), part)
+            outputs[(prompt, key)] = dict(zip(members, texts, strict=True))
+        results = []
+        for i, (state, rendered) in enumerate(plans):
+            raw = {kind: outputs[(rendered[kind].prompt, state.keys[kind])][i] for kind in KINDS}
+            texts = {kind: self._finish(kind, raw[kind], rendered[kind], state.settings.alt_text_limit,
+                                        requests[i].fields) for kind in KINDS}
+            results.append(CaptionSet(texts=texts, raw=raw, profile=state.name, prompts=rendered))
+        return results
+
+    @staticmethod
+    def _finish(kind: str, raw: str, rendered: Rendered, limit: int, fields: dict[str, str]) -> str:
+        """The stored text: the kept prefix (catalog spelling) + the continuation, cleaned, and the
+        context's names put back in their own casing."""
+        # a continuation may start inside the prefix's last word ("##..."): it starts a new word here
+        text = f"{rendered.prompt} {raw.strip().removeprefix('##')}" if rendered.keep else raw
+        text = clean_alt_text(text, limit=limit) if kind == "alt_text" else clean_description(text)
+        if rendered.keep and kind == "alt_text":
+            text = text.rstrip(" ,;:-")  # the model added nothing after "NordLight lamp,"
+        return restore_casing(text, fields.values()) if fields else text
 
     def _caption_sets(self, raw: dict[str, list[str]]) -> list[CaptionSet]:
         limit = self.settings.alt_text_limit
@@ -285,6 +419,10 @@ class Captioner:
             for kind in KINDS
             for gen in [self.settings.generation.for_kind(kind)]
         )
+        for profile in self.settings.profiles:  # a batch may use any profile's budgets
+            gens = self.settings.for_profile(profile).generation
+            budgets += f"|{profile.name}=" + ",".join(
+                f"{kind}:{gen.max_new_tokens}x{gen.num_beams}" for kind in KINDS for gen in [gens.for_kind(kind)])
         return (f"{self.model_id}@{self.settings.model_revision or 'main'}|{device_name(self.loaded.device)}|"
                 f"{str(self.loaded.dtype).removeprefix('torch.')}|sdpa={engine.sdpa if engine else False}|"
                 f"compile={engine.compile if engine else False}|{budgets}")
@@ -309,3 +447,13 @@ class Captioner:
         log.info("largest batch %d; using %d", probed, chosen)
         memory.put(key, chosen)
         return chosen
+
+
+def _requests(requests: Sequence[ImageRequest] | None, n: int, start: int) -> list[ImageRequest]:
+    """The requests of images start..start+n (default ones when none were given)."""
+    if requests is None:
+        return [ImageRequest()] * n
+    part = list(requests[start:start + n])
+    if len(part) != n:
+        raise ValueError(f"{len(requests)} requests for a batch of at least {start + n} images")
+    return part

@@ -95,23 +95,30 @@ def scan(app: App, folders: tuple[Path, ...], as_json: bool, no_caption: bool) -
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {path, alt_text, description}.")
+@click.option("--field", "fields", multiple=True, metavar="NAME=VALUE",
+              help="A product field for prompt templates (e.g. --field brand=NordLight); adds to, and"
+                   " overrides, what the store knows about the file. Repeatable.")
 @pass_app
-def caption(app: App, files: tuple[Path, ...], as_json: bool) -> None:
+def caption(app: App, files: tuple[Path, ...], as_json: bool, fields: tuple[str, ...]) -> None:
     """Caption FILES and print the result; the database is not touched.
 
     Uses the active adapter when the store has one, unless it was trained for another base
-    model (then the base model captions, with a warning, as in the daemon). Exits 1 if any
-    file was rejected."""
+    model (then the base model captions, with a warning, as in the daemon). Prompt templates
+    that name product fields use the product data the store has for a file it knows, plus
+    --field values. Exits 1 if any file was rejected."""
     from catalogcap.captioner import Captioner
 
     settings = app.settings
+    given = _parse_fields(fields)
     adapter = _active_adapter_if_any(app)
     captioner = Captioner.from_settings(
         settings, adapter_id=adapter.id if adapter else None, adapter_dir=Path(adapter.path) if adapter else None
     )
+    contexts = _file_contexts(app, files, given) if captioner.per_image else None
     # the engine decodes the next batch in worker threads while the model runs
     outcome: dict[Path, dict] = {}
-    for path, result in captioner.caption_files(dict.fromkeys(files), batch_size=settings.batch_size):
+    for path, result in captioner.caption_files(dict.fromkeys(files), batch_size=settings.batch_size,
+                                                contexts=contexts):
         if isinstance(result, Exception):
             outcome[path] = {"error": str(result)}
         else:
@@ -129,6 +136,45 @@ def caption(app: App, files: tuple[Path, ...], as_json: bool) -> None:
                 app.console.print(f"  description: {item['description']}")
     if any("error" in item for item in results):
         raise click.exceptions.Exit(1)
+
+
+def _parse_fields(fields: tuple[str, ...]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for item in fields:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise click.BadParameter(f"{item!r}: write NAME=VALUE with a plain field name, e.g. brand=NordLight",
+                                     param_hint="--field")
+        found[name] = value
+    return found
+
+
+def _file_contexts(app: App, files: tuple[Path, ...], given: dict[str, str]) -> dict[Path, dict[str, str]]:
+    """Product fields per file: the store's (for files it knows; never creates a store) + `given`."""
+    from catalogcap.products.prompts import uses_context
+
+    known: dict[Path, dict[str, str]] = {}
+    settings = app.settings
+    if uses_context(settings) and (settings.database_url is not None or (settings.home / "catalogcap.db").exists()):
+        from sqlmodel import col, select
+
+        from catalogcap.products.prompts import resolve_contexts
+        from catalogcap.store.database import read_session
+        from catalogcap.store.models import AssetPath
+
+        wanted = {str(f.expanduser().absolute()): f for f in files}
+        try:
+            with read_session(app.engine) as session:
+                rows = session.exec(select(AssetPath.path, AssetPath.asset_id).where(
+                    col(AssetPath.path).in_(list(wanted)))).all()
+                contexts = resolve_contexts(session, [asset_id for _, asset_id in rows])
+        except Exception as exc:  # an unreadable store: caption without its product data
+            app.err.print(f"warning: cannot read product data from the store ({exc})", markup=False)
+            rows, contexts = [], {}
+        for path, asset_id in rows:
+            known[wanted[path]] = dict(contexts[asset_id].fields)
+    return {f: {**known.get(f, {}), **given} for f in files}
 
 
 def _active_adapter_if_any(app: App):

@@ -133,7 +133,15 @@ def config_show(app: App, as_json: bool) -> None:
     if as_json:
         app.json({key: {"value": value, "source": sources.get(key, "default")} for key, value in values.items()})
         return
+    profiles = values.pop("profiles", [])
     app.table(("setting", "value", "source", "description"),
               [(key, repr(value) if isinstance(value, str) else str(value), sources.get(key, "default"),
                 docs.get(key, "")) for key, value in values.items()],
               title=f"catalogcap settings (home {settings.home})")
+    if profiles:
+        app.table(("profile", "folders", "overrides"), [
+            (p.name, ", ".join(p.folders), "; ".join(
+                [f"generation.{kind}.{key} = {value!r}" for kind, over in p.generation.items()
+                 for key, value in over.items()]
+                + ([f"alt_text_limit = {p.alt_text_limit}"] if p.alt_text_limit is not None else [])) or "-")
+            for p in settings.profiles], title=f"profiles (first match wins; from {sources.get('profiles')})")

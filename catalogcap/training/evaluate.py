@@ -101,24 +101,29 @@ class Evaluation:
     image_of: dict[str, str] = field(default_factory=dict)  # caption key -> image fingerprint
 
 
-def caption_examples(captioner: Any, examples: list[Example]) -> dict[str, dict[str, str]]:
-    """Caption each distinct image of `examples` once, streaming: fingerprint -> kind -> text."""
+def caption_examples(captioner: Any, examples: list[Example], prompts: Any = None) -> dict[str, dict[str, str]]:
+    """Caption each distinct image of `examples` once, streaming: fingerprint -> kind -> text.
+    `prompts` (an `ExamplePrompts`): each image's product fields, so field templates render as
+    the worker renders them."""
     paths: dict[str, str] = {}
     for example in examples:
         if example.path:
             paths.setdefault(example.fingerprint, example.path)
     by_path = {Path(path): fp for fp, path in paths.items()}
     outputs: dict[str, dict[str, str]] = {}
-    for path, result in captioner.caption_files(list(by_path)):
+    extra = {}
+    if prompts is not None and getattr(captioner, "per_image", False):
+        extra["contexts"] = prompts.contexts_by_path(examples)
+    for path, result in captioner.caption_files(list(by_path), **extra):
         if not isinstance(result, Exception):
             outputs[by_path[Path(path)]] = result.texts
     return outputs
 
 
 def evaluate(captioner: Any, examples: list[Example], settings: Any, *,
-             vocabulary: FactVocabulary | None = None) -> Evaluation:
+             vocabulary: FactVocabulary | None = None, prompts: Any = None) -> Evaluation:
     """Caption every held-out image once and score each kind and all kinds together."""
-    outputs = caption_examples(captioner, examples)
+    outputs = caption_examples(captioner, examples, prompts)
     refs: dict[str, list[str]] = {}
     hyps: dict[str, str] = {}
     image_of: dict[str, str] = {}

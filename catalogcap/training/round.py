@@ -32,6 +32,7 @@ from catalogcap.store.queue import pid_alive
 from catalogcap.training import registry
 from catalogcap.training.dataset import Dataset, collect
 from catalogcap.training.policy import Budget
+from catalogcap.training.prompting import ExamplePrompts
 
 log = logging.getLogger("catalogcap.training")
 
@@ -80,7 +81,14 @@ def _resumable(engine: Engine) -> TrainingRun | None:
 
 
 def _prompts(settings: Settings) -> dict[str, str]:
+    """One prompt per kind: the templates as they are (without product context)."""
     return {kind: settings.generation.for_kind(kind).prompt for kind in KINDS}
+
+
+def example_prompts(engine: Engine, settings: Settings, data: Dataset) -> ExamplePrompts:
+    """The prompt of each example rendered from today's templates and product context (see
+    catalogcap/training/prompting.py), for training, dev scoring and the gate alike."""
+    return ExamplePrompts.build(engine, settings, [*data.train, *data.val])
 
 
 def plan(engine: Engine, settings: Settings) -> Dataset:
@@ -191,21 +199,27 @@ def _train_and_gate(engine, settings, run, run_dir, data, current, result, *, re
     deadline = started + cfg.max_minutes * 60 * 0.75
 
     bases = _Bases(settings)
+    prompts = example_prompts(engine, settings, data)
     trained = train(bases, bases.processor, data.train, settings, run_dir, resume=resume,
-                    prompts=_prompts(settings), deadline=deadline, on_step=on_step)
+                    prompts=prompts, deadline=deadline, on_step=on_step)
+    if prompts.unprompted:
+        log.info("%d example(s) no longer start with their rendered prompt (rewritten by a reviewer):"
+                 " trained unprompted", prompts.unprompted)
     del bases
     result.trained = True
     vocabulary = FactVocabulary.learn(e.text for e in [*data.train, *data.val])
     adapter_id = registry.new_adapter_id()
     candidate_model = load_model(settings.model, revision=settings.model_revision, device=settings.device,
                                  dtype=settings.dtype, adapter_dir=trained.adapter_dir, adapter_id=adapter_id)
-    candidate = evaluate(Captioner(candidate_model, settings), data.val, settings, vocabulary=vocabulary)
+    candidate = evaluate(Captioner(candidate_model, settings), data.val, settings, vocabulary=vocabulary,
+                         prompts=prompts)
     del candidate_model
     usable = current if current is not None and current.base_model == settings.model else None
     active_model = load_model(settings.model, revision=settings.model_revision, device=settings.device,
                               dtype=settings.dtype, adapter_dir=Path(usable.path) if usable else None,
                               adapter_id=usable.id if usable else None)
-    active = evaluate(Captioner(active_model, settings), data.val, settings, vocabulary=vocabulary)
+    active = evaluate(Captioner(active_model, settings), data.val, settings, vocabulary=vocabulary,
+                      prompts=prompts)
     del active_model
     result.candidate, result.active = candidate.summary, active.summary
     metric, margin = cfg.gate_metric, cfg.gate_margin

@@ -40,6 +40,7 @@ from catalogcap.training.dataset import Example
 from catalogcap.training.evaluate import quick_cider
 from catalogcap.training.imagecache import EmbeddingCache, ImageSource, cache_bytes
 from catalogcap.training.policy import Budget, split_dev
+from catalogcap.training.prompting import ExamplePrompts
 
 
 @dataclass
@@ -156,10 +157,13 @@ class _Trainer:
     """One round's training: shared data and image source, one run per learning rate."""
 
     def __init__(self, make_base: Callable[[], Any], processor: Any, examples: list[Example], settings: Settings,
-                 run_dir: Path, *, prompts: dict[str, str], deadline: float | None,
+                 run_dir: Path, *, prompts: dict[str, str] | ExamplePrompts, deadline: float | None,
                  on_step: Callable[[int, int, float], None] | None) -> None:
         self.make_base, self.processor, self.settings, self.cfg = make_base, processor, settings, settings.training
-        self.run_dir, self.prompts, self.on_step = run_dir, prompts, on_step
+        self.run_dir, self.on_step = run_dir, on_step
+        # one prompt per kind (the old form), or one per example rendered from its product context
+        self.prompts = prompts if isinstance(prompts, ExamplePrompts) else None
+        self.kind_prompts = prompts if isinstance(prompts, dict) else {}
         self.deadline = deadline
         self.load = FileToPixels.from_settings(processor.image_processor, settings)
         self.paths = {e.fingerprint: e.path for e in examples if e.path}
@@ -214,7 +218,8 @@ class _Trainer:
         model.eval()
         try:
             for fps, embeds in source.batches(sorted(by_image), 32, lambda fp: fp, grad=False):
-                for fp, captions in zip(fps, captioner.caption_embeddings(embeds.detach())):
+                requests = [self.prompts.request(by_image[fp][0]) for fp in fps] if self.prompts else None
+                for fp, captions in zip(fps, captioner.caption_embeddings(embeds.detach(), requests)):
                     for example in by_image[fp]:
                         key = f"{fp}:{example.kind}"
                         refs.setdefault(key, []).append(example.text)
@@ -274,9 +279,9 @@ class _Trainer:
             for idx, embeds in source.batches(items, micro_size, lambda i: self.train[i].fingerprint,
                                               grad=self.vision_trainable):
                 yielded = True
-                batch = encode_targets(self.processor.tokenizer, [self.prompts[self.train[i].kind] for i in idx],
-                                       [self.train[i].text for i in idx], bos_id=text_cfg.bos_token_id,
-                                       pad_id=text_cfg.pad_token_id)
+                pairs = [self.target(self.train[i]) for i in idx]
+                batch = encode_targets(self.processor.tokenizer, [p for p, _ in pairs], [t for _, t in pairs],
+                                       bos_id=text_cfg.bos_token_id, pad_id=text_cfg.pad_token_id)
                 batch = {k: v.to(device) for k, v in batch.items()}
                 with autocast:
                     loss = text_loss(blip, embeds, batch) / cfg.grad_accum
@@ -311,6 +316,12 @@ class _Trainer:
             set_peft_model_state_dict(model, best)
         return {"model": model, **{k: state[k] for k in ("lr", "best_score", "best_ok", "best_step", "step",
                                                            "stopped", "history")}}
+
+    def target(self, example: Example) -> tuple[str, str]:
+        """(prompt, target text) the example is trained with."""
+        if self.prompts is not None:
+            return self.prompts.for_example(example)
+        return self.kind_prompts[example.kind], example.text
 
     def facts_ok(self, facts: dict[str, Any]) -> bool:
         """Whether dev facts are no worse than before the round, by the gate's own tolerances."""
@@ -352,7 +363,7 @@ class _Trainer:
 
 def train(
     make_base: Callable[[], Any], processor: Any, examples: list[Example], settings: Settings, run_dir: Path, *,
-    resume: bool = False, prompts: dict[str, str], deadline: float | None = None,
+    resume: bool = False, prompts: dict[str, str] | ExamplePrompts, deadline: float | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on `examples` by the round's policy; writes run_dir/adapter (safetensors).

@@ -4,6 +4,11 @@ Captions and the job's completion are written in one transaction, so a crash bet
 captioning and committing loses nothing: the job's lease expires (or its dead owner is
 noticed) and it is captioned again. A bad image fails only its own job: a batch that
 raises is split into single images so the good ones still get captioned.
+
+With prompt templates that name product fields, the product context of every claimed asset
+is read once per batch (`resolve_contexts`, two queries) and each caption stores the fields,
+template and rendered prompt it used; with [[profiles]], each caption stores its profile.
+Without either, nothing of this runs.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from sqlmodel import col, select
 from catalogcap import images
 from catalogcap.errors import ModelLoadError
 from catalogcap.intake import rejection_reason
+from catalogcap.products.prompts import ImageRequest, resolve_contexts, uses_context
 from catalogcap.settings import KINDS, Settings
 from catalogcap.store.captions import save_model_captions
 from catalogcap.store.database import read_session, write_session
@@ -162,7 +168,8 @@ class Worker:
                 self._fail(job, error, permanent=permanent, result=result, path=paths.get(job.asset_id))
             else:
                 ready.append((job, image))
-        self._caption(captioner, ready, result)
+        requests = self._requests(captioner, ready, paths)
+        self._caption(captioner, ready, result, requests)
         if self.on_captions and result.caption_ids:
             self.on_captions(list(result.caption_ids))
         return result
@@ -179,6 +186,24 @@ class Worker:
             if progress is not None:
                 progress(batch)
         return total
+
+    def _requests(self, captioner: BatchCaptioner, ready: list[tuple[Claimed, Any]], paths: dict[int, Path]
+                  ) -> dict[int, tuple[ImageRequest, list[dict[str, Any]]]] | None:
+        """Per job: the image's path and product fields, and the context's sources; None when the
+        captioner renders no per-image prompts (no field templates, no profiles)."""
+        if not ready or not getattr(captioner, "per_image", False):
+            return None
+        contexts = {}
+        if uses_context(self.settings):
+            with read_session(self.engine) as session:
+                contexts = resolve_contexts(session, [job.asset_id for job, _ in ready])
+        found = {}
+        for job, _ in ready:
+            context = contexts.get(job.asset_id)
+            found[job.job_id] = (ImageRequest(str(paths.get(job.asset_id) or ""),
+                                              dict(context.fields) if context else {}),
+                                 list(context.sources) if context else [])
+        return found
 
     def _paths(self, asset_ids: list[int]) -> dict[int, Path]:
         found: dict[int, Path] = {}
@@ -204,30 +229,49 @@ class Worker:
         except images.ImageRejected as exc:
             return None, rejection_reason(exc), exc.code != "unreadable"
 
-    def _caption(self, captioner: BatchCaptioner, ready: list[tuple[Claimed, Any]], result: BatchResult) -> None:
+    def _caption(self, captioner: BatchCaptioner, ready: list[tuple[Claimed, Any]], result: BatchResult,
+                 requests: dict[int, tuple[ImageRequest, list[dict[str, Any]]]] | None = None) -> None:
         if not ready:
             return
         try:
-            caption_sets = captioner.caption_images([image for _, image in ready])
+            if requests is None:
+                caption_sets = captioner.caption_images([image for _, image in ready])
+            else:
+                caption_sets = captioner.caption_images(  # type: ignore[call-arg]
+                    [image for _, image in ready], [requests[job.job_id][0] for job, _ in ready])
         except Exception as exc:  # a model error on a batch: retry image by image
             if len(ready) > 1:
                 log.warning("batch of %d failed (%s); captioning one by one", len(ready), exc)
                 for item in ready:
-                    self._caption(captioner, [item], result)
+                    self._caption(captioner, [item], result, requests)
                 return
             job, _ = ready[0]
             log.exception("captioning failed for job %s", job.job_id)
             self._fail(job, f"captioning failed: {type(exc).__name__}: {exc}", permanent=False, result=result)
             return
         generation = {kind: captioner.generation_record(kind) for kind in KINDS}
+        by_profile: dict[str, dict[str, dict[str, Any]]] = {}
         now = utcnow()
         with write_session(self.engine) as session:
             for (job, _), captions in zip(ready, caption_sets):
                 if not complete(session, job.job_id, self.owner):
                     log.warning("lease on job %s was lost; its captions are left to the new owner", job.job_id)
                     continue
+                profile = getattr(captions, "profile", None) if requests is not None else None
+                record = generation
+                if profile is not None:
+                    if profile not in by_profile:
+                        by_profile[profile] = {kind: captioner.generation_record(kind, profile)  # type: ignore[call-arg]
+                                               for kind in KINDS}
+                    record = by_profile[profile]
+                context = None
+                if requests is not None:
+                    sources = requests[job.job_id][1]
+                    context = {kind: captions.provenance(kind, sources) for kind in KINDS}  # type: ignore[attr-defined]
+                limit = record["alt_text"].get("limit", self.settings.alt_text_limit)
                 saved = save_model_captions(session, job.asset_id, captions.texts, model=captioner.model_id,
-                                            adapter_id=captioner.adapter_id, generation=generation)
+                                            adapter_id=captioner.adapter_id, generation=record, context=context,
+                                            profile=profile, alt_text_limit=limit)
                 asset = session.get(Asset, job.asset_id)
                 if asset is not None:
                     asset.state, asset.error, asset.updated_at = "captioned", None, now
