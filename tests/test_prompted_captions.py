@@ -342,3 +342,36 @@ def test_the_batch_probe_covers_every_profiles_budget(settings, shared_model) ->
     budgets = {(g.kwargs["max_new_tokens"], g.kwargs["num_beams"]) for g in captioner.prompt_groups(full_length=True)}
     assert (40, 4) in budgets and all(g.kwargs["max_new_tokens"] != 40 for g in captioner.prompt_groups())
     assert captioner.batch_key() != plain.batch_key() and "long=alt_text:40x4" in captioner.batch_key()
+
+
+def test_the_worker_captions_with_a_plugins_product_fields(home, tmp_path, monkeypatch) -> None:
+    """A PIM plugin's `product_context` fields reach the prompt and the stored provenance."""
+    from catalogcap.plugins import hookimpl
+    from catalogcap.plugins.manager import make_manager
+    from catalogcap.store.database import create_store_engine
+    from catalogcap.worker import Worker
+
+    class Pim:
+        @hookimpl
+        def product_context(self, path):
+            return {"brand": "Lumière", "category": "lamp"} if path.endswith("pim-lamp.jpg") else None
+
+    pm = make_manager([])
+    pm.register(Pim(), name="pim")
+    monkeypatch.setattr("catalogcap.products.hooks.default_manager", lambda: pm)
+    settings = _greedy(load_settings())
+    engine = create_store_engine(settings.db_url)
+    lamp = _store_image(engine, settings, tmp_path / "photos" / "pim-lamp.jpg", "red")
+    other = _store_image(engine, settings, tmp_path / "photos" / "other.jpg", "blue")
+    worker = Worker(engine, settings)
+    try:
+        assert worker.drain().captioned == 2
+    finally:
+        worker.close()
+    captions = _captions(engine)
+    alt = captions[(lamp, "alt_text")]
+    assert alt.text.startswith("Lumière lamp,"), alt.text
+    assert alt.context["fields"] == {"brand": "Lumière", "category": "lamp"}
+    assert alt.context["sources"][0] == {"source": "plugin", "key": f"plugin:{lamp}", "origin": "pim"}
+    assert captions[(other, "alt_text")].context == {}
+    engine.dispose()

@@ -69,6 +69,34 @@ def _values(row: Product) -> dict[str, str]:
     return found
 
 
+def names_the_image(row: Product, asset_id: int, names: set[str], keys: set[str]) -> bool:
+    """Whether `row` describes the asset whose paths fold to `names` and have the relative
+    forms `keys`: bound to it, or naming one of its files (a relative path as a path)."""
+    if row.asset_id is not None:
+        return row.asset_id == asset_id
+    if row.file_folded not in names:
+        return False
+    wanted = (row.file or "").replace("\\", "/").lstrip("/")
+    return "/" not in wanted or wanted in keys
+
+
+def ordered(rows: list[Product]) -> list[Product]:
+    """Rows in merge order: the least specific source first, newest last within a source."""
+    return sorted(rows, key=lambda r: (-PRECEDENCE.get(r.source.split(":", 1)[0], 9), r.updated_at, r.id or 0))
+
+
+def merge(rows: list[Product]) -> Context:
+    """The context the rows (in merge order) give together: later rows win a field."""
+    context = Context()
+    for row in rows:
+        context.fields.update(_values(row))
+        context.sources.append({"source": row.source, "key": row.key, "origin": row.origin})
+        if row.alt_text and row.alt_text.strip():
+            context.alt_text, context.alt_text_source = row.alt_text.strip(), row.source
+    context.sources.reverse()  # the winning source first
+    return context
+
+
 def rows_for(session: Session, asset_id: int, paths: list[str] | None = None) -> list[Product]:
     """The product rows that describe the asset, most specific last (so later rows win a merge)."""
     if paths is None:
@@ -81,24 +109,9 @@ def rows_for(session: Session, asset_id: int, paths: list[str] | None = None) ->
     folded = {fold(p) for p in paths}
     keys = {k for p in paths for k in match_keys(p)}
     query = select(Product).where(or_(Product.asset_id == asset_id, col(Product.file_folded).in_(folded)))
-    rows = []
-    for row in session.exec(query).all():
-        if row.asset_id is None:
-            wanted = (row.file or "").replace("\\", "/").lstrip("/")
-            if "/" in wanted and wanted not in keys:  # a relative path must match as a path, not a name
-                continue
-        rows.append(row)
-    rows.sort(key=lambda r: (-PRECEDENCE.get(r.source.split(":", 1)[0], 9), r.updated_at, r.id or 0))
-    return rows
+    return ordered([row for row in session.exec(query).all() if names_the_image(row, asset_id, folded, keys)])
 
 
 def context_for(session: Session, asset_id: int, paths: list[str] | None = None) -> Context:
     """The merged product context of an asset (empty when nothing names it)."""
-    context = Context()
-    for row in rows_for(session, asset_id, paths):
-        context.fields.update(_values(row))
-        context.sources.append({"source": row.source, "key": row.key, "origin": row.origin})
-        if row.alt_text and row.alt_text.strip():
-            context.alt_text, context.alt_text_source = row.alt_text.strip(), row.source
-    context.sources.reverse()  # the winning source first
-    return context
+    return merge(rows_for(session, asset_id, paths))

@@ -244,23 +244,29 @@ def folder_matches(patterns: Sequence[str], path: str | Path) -> bool:
 
 
 def resolve_context(session: Session, asset_id: int, paths: list[str] | None = None) -> Context:
-    """The product context prompts use for one asset (the one place to add plugin fields)."""
-    from catalogcap.products.context import context_for
+    """The product context prompts use for one asset: the store's rows and the
+    `product_context` plugins' fields (`context_with_plugins`)."""
+    from catalogcap.products.hooks import context_with_plugins
 
-    return context_for(session, asset_id, paths)
+    return context_with_plugins(session, asset_id, paths)
 
 
 def resolve_contexts(session: Session, asset_ids: Iterable[int]) -> dict[int, Context]:
-    """The product context of many assets with two queries (their live paths, the product rows
-    that could name any of them), merged per asset by the rules of `context_for`."""
+    """The product context of many assets: with two queries (their live paths, the product rows
+    that could name any of them) merged per asset by `context_for`'s own rules; when a plugin
+    implements `product_context`, asset by asset through `context_with_plugins`."""
     from sqlmodel import col, or_, select
 
-    from catalogcap.products.context import PRECEDENCE, Context, _values, fold, match_keys
+    from catalogcap.products.context import fold, match_keys, merge, names_the_image, ordered
+    from catalogcap.products.hooks import HOOK, context_with_plugins, default_manager
     from catalogcap.store.models import AssetPath, Product
 
     ids = sorted(set(asset_ids))
     if not ids:
         return {}
+    pm = default_manager()
+    if getattr(pm.hook, HOOK).get_hookimpls():
+        return {asset_id: context_with_plugins(session, asset_id, pm=pm) for asset_id in ids}
     paths: dict[int, list[str]] = {i: [] for i in ids}
     rows = session.exec(select(AssetPath.asset_id, AssetPath.path, AssetPath.source_name).where(
         col(AssetPath.asset_id).in_(ids), col(AssetPath.missing).is_(False))).all()
@@ -275,24 +281,7 @@ def resolve_contexts(session: Session, asset_ids: Iterable[int]) -> dict[int, Co
     for asset_id in ids:
         names = {fold(p) for p in paths[asset_id]}
         keys = {k for p in paths[asset_id] for k in match_keys(p)}
-        mine = []
-        for row in products:  # the filter of `rows_for`, per asset
-            if row.asset_id != asset_id and row.file_folded not in names:
-                continue
-            if row.asset_id is None:
-                wanted = (row.file or "").replace("\\", "/").lstrip("/")
-                if "/" in wanted and wanted not in keys:
-                    continue
-            mine.append(row)
-        mine.sort(key=lambda r: (-PRECEDENCE.get(r.source.split(":", 1)[0], 9), r.updated_at, r.id or 0))
-        context = Context()
-        for row in mine:
-            context.fields.update(_values(row))
-            context.sources.append({"source": row.source, "key": row.key, "origin": row.origin})
-            if row.alt_text and row.alt_text.strip():
-                context.alt_text, context.alt_text_source = row.alt_text.strip(), row.source
-        context.sources.reverse()
-        contexts[asset_id] = context
+        contexts[asset_id] = merge(ordered([r for r in products if names_the_image(r, asset_id, names, keys)]))
     return contexts
 
 
