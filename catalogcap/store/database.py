@@ -113,14 +113,23 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def _unreadable(exc: BaseException, engine: Engine) -> StoreError:
+    """The one-line error for a store that cannot be reached or read (password never shown)."""
+    known = store_error(exc, engine.url)
+    if known is not None:
+        return known
+    message = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    return StoreError(f"cannot read {_where(engine.url)}: {redact.text(message)}")
+
+
 def _up_to_date(engine: Engine) -> bool:
     """Whether the store is at the newest schema, read with one plain query (False when it
     cannot tell, e.g. a new database: `upgrade` then takes the full path)."""
-    try:
-        with engine.connect() as conn:
+    with engine.connect() as conn:  # a store that cannot be reached raises here, once: `upgrade` says so
+        try:
             rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
-    except (sa.exc.SQLAlchemyError, sqlite3.Error):
-        return False
+        except (sa.exc.SQLAlchemyError, sqlite3.Error):
+            return False  # no version table yet (a new store), or unreadable: the full path tells which
     return [row[0] for row in rows] == [numbered_head()]
 
 
@@ -187,8 +196,11 @@ def _refuse_empty_file(file: Path) -> None:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision`, in place; safe to call on every start."""
-    if revision == "head" and _up_to_date(engine):
-        return
+    try:
+        if revision == "head" and _up_to_date(engine):
+            return  # the common start: one query, alembic not even imported
+    except (sa.exc.SQLAlchemyError, sqlite3.Error) as exc:
+        raise _unreadable(exc, engine) from None
     from alembic import command
     from alembic.script import ScriptDirectory
 
@@ -196,11 +208,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     try:
         current = current_revision(engine)
     except (sa.exc.SQLAlchemyError, sqlite3.Error) as exc:
-        known = store_error(exc, engine.url)
-        if known is not None:
-            raise known from None
-        message = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        raise StoreError(f"cannot read {_where(engine.url)}: {redact.text(message)}") from None
+        raise _unreadable(exc, engine) from None
     if current == head and revision == "head":
         return
     script = ScriptDirectory.from_config(_alembic_config(engine))
