@@ -28,11 +28,12 @@ from sqlmodel import col, select
 from catalogcap import images
 from catalogcap.errors import ModelLoadError
 from catalogcap.intake import rejection_reason
+from catalogcap.products.consistency import known_context
 from catalogcap.products.prompts import ImageRequest, resolve_contexts, uses_context
 from catalogcap.settings import KINDS, Settings
 from catalogcap.store.captions import save_model_captions
 from catalogcap.store.database import read_session, write_session
-from catalogcap.store.models import Asset, AssetPath, utcnow
+from catalogcap.store.models import Asset, AssetPath, Product, utcnow
 from catalogcap.store.paths import LIVE_FIRST
 from catalogcap.store.queue import Claimed, claim, complete, fail, new_owner, release, runnable_count
 from catalogcap.worker.adapters import CaptionerCache, CaptionerFactory
@@ -205,6 +206,14 @@ class Worker:
                                  list(context.sources) if context else [])
         return found
 
+    def _known_contexts(self, asset_ids: list[int]) -> dict[int, Any]:
+        """The product data of the batch's images (for consistency warnings), read in two queries;
+        nothing when the store has no product data at all (one cheap query)."""
+        with read_session(self.engine) as session:
+            if session.exec(select(Product.id).limit(1)).first() is None:
+                return {}
+            return resolve_contexts(session, asset_ids)
+
     def _paths(self, asset_ids: list[int]) -> dict[int, Path]:
         found: dict[int, Path] = {}
         with read_session(self.engine) as session:
@@ -251,6 +260,7 @@ class Worker:
             return
         generation = {kind: captioner.generation_record(kind) for kind in KINDS}
         by_profile: dict[str, dict[str, dict[str, Any]]] = {}
+        known = self._known_contexts([job.asset_id for job, _ in ready])
         now = utcnow()
         with write_session(self.engine) as session:
             for (job, _), captions in zip(ready, caption_sets):
@@ -268,6 +278,10 @@ class Worker:
                 if requests is not None:
                     sources = requests[job.job_id][1]
                     context = {kind: captions.provenance(kind, sources) for kind in KINDS}  # type: ignore[attr-defined]
+                catalog = known.get(job.asset_id)
+                if catalog:  # what the catalog says of the image: checked by warnings whatever the prompt used
+                    context = {kind: (context or {}).get(kind) or known_context(catalog.fields, catalog.sources)
+                               for kind in KINDS}
                 limit = record["alt_text"].get("limit", self.settings.alt_text_limit)
                 saved = save_model_captions(session, job.asset_id, captions.texts, model=captioner.model_id,
                                             adapter_id=captioner.adapter_id, generation=record, context=context,
