@@ -174,3 +174,13 @@ def test_product_data_imported_after_captioning_is_checked_at_once(home, engine,
     assert runner.invoke(cli, ["products", "import", str(products), "--json"]).exit_code == 0
     shown = json.loads(runner.invoke(cli, ["captions", "show", str(shirt["alt_text"]), "--json"]).stdout)
     assert shown["warnings"] == [] and shown["version"] == 1  # rechecked, not re-decided
+
+
+def test_a_prompted_prefix_is_not_the_models_claim_and_all_product_data_is_checked() -> None:
+    context = {"fields": {"brand": "Ceramica Brava", "category": "bag"}, "template": "{brand} {category},",
+               "prompt": "Ceramica Brava bag,", "product": {"category": "bag", "material": "canvas", "color": "purple"}}
+    text = "Ceramica Brava bag, a purple striped ceramic mug"
+    codes = [w["code"] for w in caption_warnings("alt_text", text, context, alt_text_limit=125)]
+    assert sorted(codes) == ["contradicts_category", "contradicts_material"]
+    right = "Ceramica Brava bag, a purple striped canvas bag"
+    assert caption_warnings("alt_text", right, context, alt_text_limit=125) == []

@@ -197,7 +197,13 @@ def caption_warnings(kind: str, text: str, context: dict[str, Any] | None, *, al
     if problem:
         warnings.append({"code": "too_long", "message": problem})
     warnings += text_rules(kind, text)
-    warnings += contradictions(text, context.get("fields") or {}, vocabulary)
+    # the product data: what the prompt used, and all the catalog knew of the image when checked
+    facts = {**(context.get("fields") or {}), **(context.get("product") or {})}
+    # a prompt's rendered prefix ("NordLight lamp,") is the catalog's own words, not the model's claim:
+    # only the model's continuation can contradict the catalog
+    prompt = str(context.get("prompt") or "").rstrip(" ,;:-")
+    checked = text[len(prompt):] if prompt and text.casefold().startswith(prompt.casefold()) else text
+    warnings += contradictions(checked, facts, vocabulary)
     warnings += missing_fields(text, context)
     return warnings
 
@@ -234,9 +240,13 @@ def refresh(session: Any, asset_ids: Iterable[int], *, alt_text_limit: int) -> i
                                                       Caption.state != "superseded")).all()
         for caption in captions:
             context = dict(caption.context or {})
+            current = contexts.get(caption.asset_id)
             if not context.get("template"):
-                current = contexts.get(caption.asset_id)
                 context = known_context(current.fields, current.sources) if current else {}
+            elif current and current.fields:  # what the prompt used stays; the catalog's data is today's
+                context["product"] = dict(current.fields)
+            else:
+                context.pop("product", None)
             warnings = caption_warnings(caption.kind, caption.text, context, alt_text_limit=alt_text_limit,
                                         vocabulary=vocabulary)
             if context != (caption.context or {}) or warnings != (caption.warnings or []):

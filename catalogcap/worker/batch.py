@@ -337,8 +337,8 @@ class Worker:
                     context = {kind: captions.provenance(kind, sources) for kind in KINDS}  # type: ignore[attr-defined]
                 catalog = known.get(job.asset_id)
                 if catalog:  # what the catalog says of the image: checked by warnings whatever the prompt used
-                    context = {kind: (context or {}).get(kind) or known_context(catalog.fields, catalog.sources)
-                               for kind in KINDS}
+                    context = {kind: ({**used, "product": dict(catalog.fields)} if (used := (context or {}).get(kind))
+                                      else known_context(catalog.fields, catalog.sources)) for kind in KINDS}
                 limit = record["alt_text"].get("limit", self.settings.alt_text_limit)
                 saved = save_model_captions(session, job.asset_id, captions.texts, model=captioner.model_id,
                                             adapter_id=captioner.adapter_id, generation=record, context=context,
