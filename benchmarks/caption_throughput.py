@@ -207,6 +207,8 @@ def measure(device_name: str = "cpu", *, images: int = 16, size: int = 2000, agr
     runs = home / "daemon-runs"
     runs.mkdir()
     daemon_settings = settings.model_copy(update={"batch_size": daemon_batch})
+    one_at_a_time = daemon_settings.model_copy(update={"queue": daemon_settings.queue.model_copy(
+        update={"read_ahead": False})})
     paths_by_label = {
         "(a) naive transformers": ("naive", partial(naive, eager, processor, device=device_name)),
         "(a') transformers batched": ("batched", partial(batched, eager, processor, device=device_name,
@@ -214,6 +216,7 @@ def measure(device_name: str = "cpu", *, images: int = 16, size: int = 2000, agr
         "(b) catalogcap exact": ("exact", partial(catalogcap_path, exact)),
         f"(c) catalogcap {fast_label}": ("fast", partial(catalogcap_path, fast)),
         "(d) daemon path, exact": ("daemon_exact", partial(daemon_path, exact, daemon_settings, runs)),
+        "(d) daemon, no read-ahead": ("daemon_serial", partial(daemon_path, exact, one_at_a_time, runs)),
         f"(d) daemon path, {fast_label}": ("daemon_fast", partial(daemon_path, fast, daemon_settings, runs)),
     }
     for _, run in paths_by_label.values():
@@ -227,7 +230,7 @@ def measure(device_name: str = "cpu", *, images: int = 16, size: int = 2000, agr
                 print(f"  round {round_ + 1}: {label:<26} {measured:7.3f} img/s", file=sys.stderr, flush=True)
     del exact, fast, eager, model, loaded
     result: dict[str, Any] = {f"{key}_img_s": round(value, 4) for key, value in rates.items()}
-    for key in ("exact", "fast", "daemon_exact", "daemon_fast"):
+    for key in ("exact", "fast", "daemon_exact", "daemon_serial", "daemon_fast"):
         result[f"{key}_ratio"] = round(rates[key] / rates["naive"], 3)  # vs (a), the old baseline
         result[f"{key}_vs_batched"] = round(rates[key] / rates["batched"], 3)  # vs (a')
     result["batched_ratio"] = round(rates["batched"] / rates["naive"], 3)
@@ -254,7 +257,8 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"  {'(a' + chr(39) + ') transformers batched':<30} {result['batched_img_s']:7.3f}"
           f"  {result['batched_ratio']:11.2f}x  {'1.00x':>15}")
     rows = [("(b) catalogcap exact", "exact"), (f"(c) catalogcap {label}", "fast"),
-            ("(d) daemon path, exact", "daemon_exact"), (f"(d) daemon path, {label}", "daemon_fast")]
+            ("(d) daemon path, exact", "daemon_exact"), ("(d) daemon, no read-ahead", "daemon_serial"),
+            (f"(d) daemon path, {label}", "daemon_fast")]
     for name, key in rows:
         print(f"  {name:<30} {result[key + '_img_s']:7.3f}  {result[key + '_ratio']:11.2f}x"
               f"  {result[key + '_vs_batched']:14.2f}x")

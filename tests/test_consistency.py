@@ -150,3 +150,37 @@ def test_cli_and_api_show_context_and_warnings(engine, settings) -> None:
         assert len(client.get("/v1/captions", params={"warnings": "false"}, headers=headers).json()["items"]) == 3
         one = client.get(f"/v1/captions/{shirt['alt_text']}", headers=headers).json()
         assert one["warnings"][0]["code"] == "contradicts_color" and one["source"] is None
+
+
+def test_product_data_imported_after_captioning_is_checked_at_once(home, engine, tmp_path) -> None:
+    """No field in any template: the catalog's colour still checks the caption, as soon as a
+    products file says it (and a corrected file takes the warning away)."""
+    with write_session(engine) as session:
+        shirt = _save(session, _asset(session, 1, str(tmp_path / "shirt.jpg")), "A blue shirt", {})
+        other = _save(session, _asset(session, 2, str(tmp_path / "other.jpg")), "A blue mug", {})
+    with read_session(engine) as session:
+        assert all(r.warnings == [] for r in list_captions(session))
+    products = tmp_path / "products.csv"
+    products.write_text("file,colour,title\nshirt.jpg,Navy,Oxford shirt\n")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["products", "import", str(products), "--json"]).exit_code == 0
+    shown = json.loads(runner.invoke(cli, ["captions", "show", str(shirt["alt_text"]), "--json"]).stdout)
+    assert [w["code"] for w in shown["warnings"]] == ["contradicts_color"]
+    assert shown["context"]["fields"] == {"color": "Navy", "title": "Oxford shirt"}
+    assert "template" not in shown["context"]
+    untouched = json.loads(runner.invoke(cli, ["captions", "show", str(other["alt_text"]), "--json"]).stdout)
+    assert untouched["warnings"] == [] and untouched["context"] == {}
+    products.write_text("file,colour,title\nshirt.jpg,Blue,Oxford shirt\n")
+    assert runner.invoke(cli, ["products", "import", str(products), "--json"]).exit_code == 0
+    shown = json.loads(runner.invoke(cli, ["captions", "show", str(shirt["alt_text"]), "--json"]).stdout)
+    assert shown["warnings"] == [] and shown["version"] == 1  # rechecked, not re-decided
+
+
+def test_a_prompted_prefix_is_not_the_models_claim_and_all_product_data_is_checked() -> None:
+    context = {"fields": {"brand": "Ceramica Brava", "category": "bag"}, "template": "{brand} {category},",
+               "prompt": "Ceramica Brava bag,", "product": {"category": "bag", "material": "canvas", "color": "purple"}}
+    text = "Ceramica Brava bag, a purple striped ceramic mug"
+    codes = [w["code"] for w in caption_warnings("alt_text", text, context, alt_text_limit=125)]
+    assert sorted(codes) == ["contradicts_category", "contradicts_material"]
+    right = "Ceramica Brava bag, a purple striped canvas bag"
+    assert caption_warnings("alt_text", right, context, alt_text_limit=125) == []

@@ -149,8 +149,10 @@ def test_the_worker_stores_the_prefix_in_catalog_casing_with_provenance(home, tm
     unprompted = Captioner.from_settings(load_settings({"generation.alt_text.num_beams": 1}))
     path = tmp_path / "photos" / "unknown.jpg"
     assert plain.text == dict(unprompted.caption_files([path]))[path].alt_text
-    # the description's prompt has no fields: stripped as before, no provenance
-    assert captions[(lamp, "description")].context == {}
+    # the description's prompt has no fields: stripped as before; it keeps the image's product
+    # data for the consistency checks, but no template or prompt it did not use
+    described = captions[(lamp, "description")].context
+    assert described["fields"] == LAMP and "template" not in described and "prompt" not in described
     engine.dispose()
 
 
@@ -196,7 +198,10 @@ generation.description.max_new_tokens = 5
     assert captions[(lamp, "alt_text")].text.startswith("NordLight lamp,")
     assert captions[(lamp, "alt_text")].generation["limit"] == 60
     assert captions[(lamp, "description")].generation["max_new_tokens"] == 5
-    assert captions[(other, "alt_text")].profile is None and captions[(other, "alt_text")].context == {}
+    # no profile, a prompt without fields: no provenance, only the product data for the checks
+    assert captions[(other, "alt_text")].profile is None
+    assert captions[(other, "alt_text")].context == {"fields": {"brand": "Nobody"}, "sources": [
+        {"source": "csv", "key": "csv:m1.jpg", "origin": None}]}
     assert captions[(other, "alt_text")].generation.get("profile") is None
     engine.dispose()
 
@@ -374,4 +379,26 @@ def test_the_worker_captions_with_a_plugins_product_fields(home, tmp_path, monke
     assert alt.context["fields"] == {"brand": "Lumière", "category": "lamp"}
     assert alt.context["sources"][0] == {"source": "plugin", "key": f"plugin:{lamp}", "origin": "pim"}
     assert captions[(other, "alt_text")].context == {}
+    engine.dispose()
+
+
+def test_without_field_templates_the_catalogs_data_is_kept_for_the_checks(home, tmp_path) -> None:
+    """The default prompts name no field: captions still carry the product data their image had,
+    so consistency warnings can compare them (and never a template they did not use)."""
+    from catalogcap.store.database import create_store_engine
+    from catalogcap.worker import Worker
+
+    settings = load_settings()
+    engine = create_store_engine(settings.db_url)
+    lamp = _store_image(engine, settings, tmp_path / "photos" / "lamp-02.jpg", "red", brand="NordLight",
+                        category="lamp", material="brass")
+    worker = Worker(engine, settings)
+    try:
+        assert worker.drain().captioned == 1
+    finally:
+        worker.close()
+    for kind in ("alt_text", "description"):
+        context = _captions(engine)[(lamp, kind)].context
+        assert context["fields"] == {"brand": "NordLight", "category": "lamp", "material": "brass"}
+        assert "template" not in context and context["sources"][0]["source"] == "csv"
     engine.dispose()

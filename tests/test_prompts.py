@@ -181,3 +181,9 @@ def test_the_stored_text_keeps_the_prefix_and_restores_names_in_the_continuation
     assert len(finish("alt_text", "striped red shade on a brass stand " * 3, rendered, 30, fields)) <= 30
     plain = render("a product photo of", fields)
     assert finish("description", "a red lamp", plain, 125, {}) == "A red lamp."  # no fields: stripped as before
+    # a title that holds the category ("NordLight Hat") never recases the rendered prefix
+    hat = {"brand": "NordLight", "category": "hat", "title": "NordLight Hat"}
+    assert finish("alt_text", "wool hat, nordlight hat", render(T, hat), 125, hat) == (
+        "NordLight hat, wool hat, NordLight Hat")
+    lower = {"brand": "oakhaus", "category": "bag"}
+    assert finish("alt_text", "in canvas", render(T, lower), 125, lower) == "Oakhaus bag, in canvas"

@@ -383,7 +383,15 @@ class Captioner:
         text = clean_alt_text(text, limit=limit) if kind == "alt_text" else clean_description(text)
         if rendered.keep and kind == "alt_text":
             text = text.rstrip(" ,;:-")  # the model added nothing after "NordLight lamp,"
-        return restore_casing(text, fields.values()) if fields else text
+        if not fields:
+            return text
+        head = rendered.prompt.rstrip(" ,;:-") if rendered.keep else ""
+        if head and text.lower().startswith(head.lower()):
+            # the prefix is the catalog's own text: kept as rendered (its first letter as cleaned), so a
+            # title "NordLight Hat" never recases the category in "NordLight hat,"
+            kept = (text[0] + head[1:]) if text[:1].isupper() and head[:1].islower() else head
+            return kept + restore_casing(text[len(head):], fields.values())
+        return restore_casing(text, fields.values())
 
     def _caption_sets(self, raw: dict[str, list[str]]) -> list[CaptionSet]:
         limit = self.settings.alt_text_limit

@@ -197,6 +197,61 @@ def caption_warnings(kind: str, text: str, context: dict[str, Any] | None, *, al
     if problem:
         warnings.append({"code": "too_long", "message": problem})
     warnings += text_rules(kind, text)
-    warnings += contradictions(text, context.get("fields") or {}, vocabulary)
+    # the product data: what the prompt used, and all the catalog knew of the image when checked
+    facts = {**(context.get("fields") or {}), **(context.get("product") or {})}
+    # a prompt's rendered prefix ("NordLight lamp,") is the catalog's own words, not the model's claim:
+    # only the model's continuation can contradict the catalog
+    prompt = str(context.get("prompt") or "").rstrip(" ,;:-")
+    checked = text[len(prompt):] if prompt and text.casefold().startswith(prompt.casefold()) else text
+    warnings += contradictions(checked, facts, vocabulary)
     warnings += missing_fields(text, context)
     return warnings
+
+
+# --- keeping warnings true when the product data changes ------------------------------------------
+
+
+def known_context(fields: dict[str, str], sources: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `context` stored with a caption whose prompt used no product field: the product data
+    known for its image when it was checked (so contradictions are found with any template)."""
+    return {"fields": dict(fields), "sources": list(sources)} if fields else {}
+
+
+def refresh(session: Any, asset_ids: Iterable[int], *, alt_text_limit: int) -> int:
+    """Recheck the captions of `asset_ids` against their images' product data as it is now (an
+    import, a sidecar or an API call changed it): a caption whose prompt used product fields
+    keeps that provenance; any other caption's known product data is replaced. Warnings are
+    recomputed; text, state and version are untouched. Returns how many captions changed."""
+    from sqlmodel import col, select
+
+    from catalogcap.products.prompts import resolve_contexts
+    from catalogcap.store.models import Caption, utcnow
+
+    ids = sorted(set(asset_ids))
+    if not ids:
+        return 0
+    vocabulary = catalog_vocabulary(session)
+    changed = 0
+    now = utcnow()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        contexts = resolve_contexts(session, chunk)
+        captions = session.exec(select(Caption).where(col(Caption.asset_id).in_(chunk),
+                                                      Caption.state != "superseded")).all()
+        for caption in captions:
+            context = dict(caption.context or {})
+            current = contexts.get(caption.asset_id)
+            if not context.get("template"):
+                context = known_context(current.fields, current.sources) if current else {}
+            elif current and current.fields:  # what the prompt used stays; the catalog's data is today's
+                context["product"] = dict(current.fields)
+            else:
+                context.pop("product", None)
+            warnings = caption_warnings(caption.kind, caption.text, context, alt_text_limit=alt_text_limit,
+                                        vocabulary=vocabulary)
+            if context != (caption.context or {}) or warnings != (caption.warnings or []):
+                caption.context, caption.warnings, caption.updated_at = context, warnings, now
+                session.add(caption)
+                changed += 1
+    session.flush()
+    return changed

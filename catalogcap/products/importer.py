@@ -29,6 +29,7 @@ from sqlmodel import Session, col, select
 
 from catalogcap.errors import CatalogcapError
 from catalogcap.products.context import fold, match_keys
+from catalogcap.products.consistency import refresh
 from catalogcap.store.captions import import_human
 from catalogcap.store.database import write_session
 from catalogcap.store.models import PRODUCT_FIELDS, AssetPath, Product, utcnow
@@ -82,6 +83,7 @@ class Report:
     unmatched: int = 0
     updated: int = 0
     unmatched_rows: list[dict[str, Any]] = field(default_factory=list)
+    asset_ids: set[int] = field(default_factory=set)  # the images the rows name (not in the JSON)
     format: str = "csv"
 
     def to_json(self) -> dict[str, Any]:
@@ -372,6 +374,7 @@ def write(session: Session, rows: list[Row], source: str, origin: str, *, alt_te
             session.add(product)
             report.updated += 1
         assets = matching_assets(row.file, index)
+        report.asset_ids.update(assets)
         if assets:
             report.matched += 1
             for asset_id in assets:
@@ -400,6 +403,8 @@ def import_file(engine: Engine, path: Path, *, fmt: str | None = None, alt_text_
     origin = str(path.absolute())
     with write_session(engine) as session:
         report = write(session, rows, fmt, origin, alt_text_limit=alt_text_limit)
+        # the captions of the images it names are checked against the new data, in the same commit
+        refresh(session, report.asset_ids, alt_text_limit=alt_text_limit)
     report.format = fmt
     report.rows += len(problems)
     report.unmatched += len(problems)

@@ -28,6 +28,7 @@ from sqlmodel import Session, col, select
 from catalogcap.intake import display, matches
 from catalogcap.products.importer import COLUMN_MEANING, identifier
 from catalogcap.settings import Settings
+from catalogcap.products.consistency import refresh
 from catalogcap.store.captions import import_human
 from catalogcap.store.database import read_session, write_session
 from catalogcap.store.models import PRODUCT_FIELDS, AssetPath, Product, utcnow
@@ -130,6 +131,9 @@ def _store(session: Session, sidecar: Path, asset_id: int | None, values: dict[s
         if row is None:
             return "unchanged"
         session.delete(row)
+        session.flush()
+        if row.asset_id is not None:
+            refresh(session, [row.asset_id], alt_text_limit=alt_text_limit)
         return "removed"
     now = utcnow()
     if row is None:
@@ -148,6 +152,7 @@ def _store(session: Session, sidecar: Path, asset_id: int | None, values: dict[s
     if values.get("alt_text"):
         import_human(session, asset_id, "alt_text", values["alt_text"], source="sidecar",
                      alt_text_limit=alt_text_limit, now=now)
+    refresh(session, [asset_id], alt_text_limit=alt_text_limit)
     return outcome
 
 

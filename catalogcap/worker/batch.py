@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +28,12 @@ from sqlmodel import col, select
 from catalogcap import images
 from catalogcap.errors import ModelLoadError
 from catalogcap.intake import rejection_reason
+from catalogcap.products.consistency import known_context
 from catalogcap.products.prompts import ImageRequest, resolve_contexts, uses_context
 from catalogcap.settings import KINDS, Settings
 from catalogcap.store.captions import save_model_captions
 from catalogcap.store.database import read_session, write_session
-from catalogcap.store.models import Asset, AssetPath, utcnow
+from catalogcap.store.models import Asset, AssetPath, Product, utcnow
 from catalogcap.store.paths import LIVE_FIRST
 from catalogcap.store.queue import Claimed, claim, complete, fail, new_owner, release, runnable_count
 from catalogcap.worker.adapters import CaptionerCache, CaptionerFactory
@@ -60,6 +61,19 @@ class BatchResult:
         self.caption_ids += other.caption_ids
 
 
+@dataclass
+class _Reading:
+    """A claimed batch whose images are being read, its leases kept alive."""
+
+    claimed: list[Claimed]
+    paths: dict[int, Path]
+    loads: dict[int, Future[tuple[Any, str | None, bool]]]
+    keeper: LeaseKeeper
+
+    def held(self) -> list[int]:
+        return [c.job_id for c in self.claimed]
+
+
 class Worker:
     """Captions queued jobs with the model and the active adapter (reloaded when it changes)."""
 
@@ -81,13 +95,24 @@ class Worker:
         self.on_captions = on_captions
         self.captioned_total = 0  # images captioned by `run_until`
         self.errors = 0  # unexpected errors `run_until` survived
+        self._ahead: _Reading | None = None  # the next batch, claimed and being read (read_ahead)
 
     def captioner(self) -> BatchCaptioner:
         """The captioner for the adapter active now (reloaded when it changed)."""
         return self._captioners.get()
 
     def close(self) -> None:
+        """Give back the batch read ahead (its attempt not counted) and stop the decode threads."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.keeper.__exit__(None, None, None)
+            release(self.engine, self.owner, ahead.held())
         self._pool.shutdown(wait=True)
+
+    @property
+    def holds_ahead(self) -> bool:
+        """Whether a batch read ahead waits for the model (its jobs are running, not runnable)."""
+        return self._ahead is not None
 
     def run_until(self, stop: threading.Event, wake: threading.Event) -> None:
         """Caption batches until `stop` is set; `wake` cuts the idle wait short when work arrives.
@@ -104,10 +129,10 @@ class Worker:
                 wake.clear()  # before counting, so a wake-up during the count is not lost
                 with read_session(self.engine) as session:
                     queued = runnable_count(session)
-                if queued == 0:
+                if queued == 0 and not self.holds_ahead:
                     wake.wait(1.0)
                     continue
-                if queued < self.settings.batch_size and max_wait > 0:
+                if queued < self.settings.batch_size and max_wait > 0 and not self.holds_ahead:
                     stop.wait(max_wait)
                 result = self.run_batch()
                 self.captioned_total += result.captioned
@@ -130,35 +155,68 @@ class Worker:
 
     def run_batch(self, limit: int | None = None, *, job_ids: list[int] | None = None) -> BatchResult:
         """Claim and caption up to `limit` (batch size) jobs; an empty result means no work.
-        With `job_ids` (a backfill's planned batch), only those that are still runnable."""
+        With `job_ids` (a backfill's planned batch), only those that are still runnable.
+
+        With `queue.read_ahead`, the batch read ahead by the previous call is captioned first,
+        and before the model starts on this batch the next one is claimed (if jobs wait) and its
+        images are read in the decode threads meanwhile; its leases are kept from its claim on."""
         limit = len(job_ids) if job_ids is not None else (limit or self.settings.batch_size)
-        self.captioner()  # a model that cannot load fails here, before any job is claimed or touched
-        claimed = claim(self.engine, self.owner, limit, lease_seconds=self.settings.queue.lease_seconds,
-                        job_ids=job_ids)
-        result = BatchResult(claimed=len(claimed))
-        if not claimed:
-            return result
-        held = [c.job_id for c in claimed]
+        captioner = self.captioner()  # a model that cannot load fails here, before any job is claimed
+        reading: _Reading | None = None
+        if job_ids is None:
+            reading, self._ahead = self._ahead, None
+        if reading is None:
+            claimed = claim(self.engine, self.owner, limit, lease_seconds=self.settings.queue.lease_seconds,
+                            job_ids=job_ids)
+            if not claimed:
+                return BatchResult()
+            reading = self._read(claimed, captioner)
+        result = BatchResult(claimed=len(reading.claimed))
         try:
-            with LeaseKeeper(self.engine, self.owner, held, self.settings.queue.lease_seconds):
-                return self._run_claimed(claimed, result)
+            if job_ids is None and self.settings.queue.read_ahead:
+                self._ahead = self._read_ahead(captioner, limit)
+            return self._run_claimed(reading, captioner, result)
         except BaseException as exc:
             # not the images' fault (the model would not load, the process is stopping...): the
             # jobs go back to the queue now instead of sitting in "running" until the lease ends
-            release(self.engine, self.owner, held, error=f"{type(exc).__name__}: {exc}"[:2000])
+            error = f"{type(exc).__name__}: {exc}"[:2000]
+            release(self.engine, self.owner, reading.held(), error=error)
+            ahead, self._ahead = self._ahead, None
+            if ahead is not None:
+                ahead.keeper.__exit__(None, None, None)
+                release(self.engine, self.owner, ahead.held())
             raise
+        finally:
+            reading.keeper.__exit__(None, None, None)
 
-    def _run_claimed(self, claimed: list[Claimed], result: BatchResult) -> BatchResult:
-        captioner = self.captioner()
-        paths = self._paths([c.asset_id for c in claimed])
-        target = captioner.image_size
-        read = captioner.load_pixels if isinstance(captioner, PixelReader) else None  # off the model's thread
-        loads = {
-            c.job_id: self._pool.submit(self._load, paths.get(c.asset_id), target, read) for c in claimed
-        }
+    def _read(self, claimed: list[Claimed], captioner: BatchCaptioner) -> _Reading:
+        """Start keeping the leases of a claimed batch and reading its images in the decode threads."""
+        keeper = LeaseKeeper(self.engine, self.owner, [c.job_id for c in claimed], self.settings.queue.lease_seconds)
+        keeper.__enter__()
+        try:
+            paths = self._paths([c.asset_id for c in claimed])
+            target = captioner.image_size
+            read = captioner.load_pixels if isinstance(captioner, PixelReader) else None  # off the model's thread
+            loads = {c.job_id: self._pool.submit(self._load, paths.get(c.asset_id), target, read) for c in claimed}
+        except BaseException:
+            keeper.__exit__(None, None, None)
+            release(self.engine, self.owner, [c.job_id for c in claimed])
+            raise
+        return _Reading(claimed, paths, loads, keeper)
+
+    def _read_ahead(self, captioner: BatchCaptioner, limit: int) -> _Reading | None:
+        """Claim the next batch now, if jobs wait, and start reading it."""
+        with read_session(self.engine) as session:
+            if runnable_count(session) == 0:
+                return None
+        claimed = claim(self.engine, self.owner, limit, lease_seconds=self.settings.queue.lease_seconds)
+        return self._read(claimed, captioner) if claimed else None
+
+    def _run_claimed(self, reading: _Reading, captioner: BatchCaptioner, result: BatchResult) -> BatchResult:
+        paths = reading.paths
         ready: list[tuple[Claimed, Any]] = []
-        for job in claimed:
-            image, error, permanent = loads[job.job_id].result()
+        for job in reading.claimed:
+            image, error, permanent = reading.loads[job.job_id].result()
             if image is None and job.asset_id not in paths:
                 # the file went away (moved, renamed, deleted) before its turn: not the image's
                 # fault, so the asset is not rejected; when the bytes turn up again, intake queues it
@@ -204,6 +262,14 @@ class Worker:
                                               dict(context.fields) if context else {}),
                                  list(context.sources) if context else [])
         return found
+
+    def _known_contexts(self, asset_ids: list[int]) -> dict[int, Any]:
+        """The product data of the batch's images (for consistency warnings), read in two queries;
+        nothing when the store has no product data at all (one cheap query)."""
+        with read_session(self.engine) as session:
+            if session.exec(select(Product.id).limit(1)).first() is None:
+                return {}
+            return resolve_contexts(session, asset_ids)
 
     def _paths(self, asset_ids: list[int]) -> dict[int, Path]:
         found: dict[int, Path] = {}
@@ -251,6 +317,7 @@ class Worker:
             return
         generation = {kind: captioner.generation_record(kind) for kind in KINDS}
         by_profile: dict[str, dict[str, dict[str, Any]]] = {}
+        known = self._known_contexts([job.asset_id for job, _ in ready])
         now = utcnow()
         with write_session(self.engine) as session:
             for (job, _), captions in zip(ready, caption_sets):
@@ -268,6 +335,10 @@ class Worker:
                 if requests is not None:
                     sources = requests[job.job_id][1]
                     context = {kind: captions.provenance(kind, sources) for kind in KINDS}  # type: ignore[attr-defined]
+                catalog = known.get(job.asset_id)
+                if catalog:  # what the catalog says of the image: checked by warnings whatever the prompt used
+                    context = {kind: ({**used, "product": dict(catalog.fields)} if (used := (context or {}).get(kind))
+                                      else known_context(catalog.fields, catalog.sources)) for kind in KINDS}
                 limit = record["alt_text"].get("limit", self.settings.alt_text_limit)
                 saved = save_model_captions(session, job.asset_id, captions.texts, model=captioner.model_id,
                                             adapter_id=captioner.adapter_id, generation=record, context=context,
