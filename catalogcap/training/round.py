@@ -214,7 +214,9 @@ def _train_and_gate(engine, settings, run, run_dir, data, current, result, *, re
     candidate = evaluate(Captioner(candidate_model, settings), data.val, settings, vocabulary=vocabulary,
                          prompts=prompts)
     del candidate_model
-    usable = current if current is not None and current.base_model == settings.model else None
+    # the model captioning today: the active adapter, unless it was made for another base model
+    # (then the base model captions, as in the worker: registry.foreign is the one test of it)
+    usable = None if registry.foreign(current, settings.model) else current
     active_model = load_model(settings.model, revision=settings.model_revision, device=settings.device,
                               dtype=settings.dtype, adapter_dir=Path(usable.path) if usable else None,
                               adapter_id=usable.id if usable else None)
