@@ -43,3 +43,12 @@ def test_warnings() -> None:
     assert any("image of" in w for w in warnings)
     assert any("artefact" in w for w in warnings)
     assert any("longer than 125" in w for w in warnings)
+
+
+def test_a_before_a_vowel_sound_becomes_an() -> None:
+    from catalogcap.captioner.text import clean_alt_text, fix_articles
+
+    assert clean_alt_text("a orange dotted hat on a beige background") == "An orange dotted hat on a beige background"
+    assert fix_articles("a oak table with a ivory lamp") == "an oak table with an ivory lamp"
+    for kept in ("a uniform", "a one-piece swimsuit", "a user guide", "a euro coin", "a unique vase", "a hat"):
+        assert fix_articles(kept) == kept

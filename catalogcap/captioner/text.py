@@ -89,15 +89,26 @@ def strip_filler(text: str) -> str:
     return text
 
 
+# "a" before a vowel sound: BLIP's lower-case vocabulary writes "a orange hat". Words that start
+# with a vowel letter but a consonant sound keep "a" ("a one-piece", "a euro", "a uniform").
+_A_BEFORE_VOWEL = re.compile(r"\b([Aa]) (?=(?!one\b|once\b|eu|ewe|u[bcfgklmnrst][aeiou]|uni|use|usu|ure|uk\b)"
+                             r"[aeiouAEIOU])")
+
+
+def fix_articles(text: str) -> str:
+    """'a orange' -> 'an orange' (and 'A apple' -> 'An apple'); 'a uniform', 'a one-off' stay."""
+    return _A_BEFORE_VOWEL.sub(lambda m: m.group(1) + "n ", text)
+
+
 def clean_caption(text: str, *, prompt: str = "") -> str:
-    """The rules shared by every kind: artefacts, repeats, spacing."""
+    """The rules shared by every kind: artefacts, repeats, spacing, 'a'/'an'."""
     text = text.strip().removeprefix("##")
     if prompt and text.lower().startswith(prompt.lower()):
         text = text[len(prompt) :]
     text = ARTEFACTS.sub("", text)
     words = TOKEN.findall(text)
     words = _drop_repeated_ngrams(_collapse_repeats(words))
-    return _tidy(" ".join(words))
+    return fix_articles(_tidy(" ".join(words)))
 
 
 def clean_alt_text(text: str, *, limit: int = 125, prompt: str = "") -> str:
