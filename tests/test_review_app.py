@@ -255,6 +255,7 @@ async def test_reviewing_while_the_daemon_writes(engine) -> None:
     assert {caption(engine, i).state for i in ids} == {"accepted"}
 
 
+@pytest.mark.sqlite_only  # fill_pending writes 100k rows with SQLite's own SQL
 async def test_100k_pending_open_with_one_page_and_moving_on_reads_no_page(engine, monkeypatch) -> None:
     fill_pending(engine, 50_000)
     pages: list[int] = []

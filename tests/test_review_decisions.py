@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import sqlite3
 import threading
 import time
@@ -71,6 +73,7 @@ def test_undo_does_not_clobber_a_later_decision(engine) -> None:
     assert caption(engine, a).state == "rejected"
 
 
+@pytest.mark.sqlite_only  # SQLite's one database-wide write lock
 def test_deciding_while_the_daemon_holds_the_write_lock_waits_instead_of_failing(engine) -> None:
     a, *_ = add_captions(engine, 1)
     holding = threading.Event()
@@ -89,6 +92,7 @@ def test_deciding_while_the_daemon_holds_the_write_lock_waits_instead_of_failing
     thread.join()
 
 
+@pytest.mark.sqlite_only  # SQLite's one database-wide write lock
 def test_a_busy_database_is_retried_in_short_turns_until_the_lock_is_free(engine) -> None:
     """The writer's own engine gives up each wait after TURN_MS and retries: a lock held ten
     times longer than one turn still ends in a saved decision, not "database is locked"."""

@@ -91,6 +91,7 @@ def test_detail_has_image_facts_and_the_other_kind(engine) -> None:
         assert queue.refresh(session, [description]) == {description: ("rejected", 2, d.siblings[0].text, "bob")}
 
 
+@pytest.mark.sqlite_only  # reads SQLite's EXPLAIN QUERY PLAN
 def test_first_page_of_100k_pending_uses_the_index_and_no_sort(engine) -> None:
     """Opening the queue reads one page per kind straight off (state, kind, id): no scan, no sort."""
     fill_pending(engine, 50_000)

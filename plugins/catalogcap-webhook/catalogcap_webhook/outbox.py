@@ -71,7 +71,8 @@ class Outbox:
         added = 0
         with write_session(self.engine) as session:
             for row in rows:
-                added += session.execute(statement.values(**row)).rowcount
+                # counted by RETURNING: psycopg reports rowcount -1 for an insert that did nothing
+                added += len(session.execute(statement.values(**row).returning(T.c.id)).all())
         return added
 
     def enqueue(self, event_key: str, event_type: str, body: bytes, urls: list[str],
