@@ -118,9 +118,8 @@ class QueueSettings(Section):
         1.0, ge=0.0, le=600.0, description="How long a worker waits for a batch to fill before captioning it."
     )
     read_ahead: bool = Field(
-        False, description="While the model captions a batch, claim the next one (when jobs wait) and read its"
-        " images, so decoding never stalls the model (off by default until a lease race under SIGSTOP is"
-        " understood; see README); off: claim, read and caption one batch at a time."
+        True, description="While the model captions a batch, claim the next one (when jobs wait) and read its"
+        " images, so decoding never stalls the model; off: claim, read and caption one batch at a time."
     )
 
 

@@ -155,7 +155,11 @@ def test_worker_killed_mid_batch_its_jobs_return_after_the_lease(home: Path, tmp
         orphans = {j.id: j.lease_expires for j in held()}  # a commit racing the stop has already left
         assert orphans, "the stop must land while the batch is held"
         procs += [_worker("--batch-size", "4") for _ in range(2)]
-        _wait(lambda: len(json.loads(_cli("status", "--json"))["workers"]) >= 2, 180, "the survivors to start")
+        # both survivors listed (the frozen victim is listed too): each has run its start-up
+        # recovery while the victim was alive, so only the lease can bring its jobs back
+        survivors = {proc.pid for proc in procs[1:]}
+        _wait(lambda: survivors <= {w["pid"] for w in json.loads(_cli("status", "--json"))["workers"]}, 180,
+              "both survivors to start")
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
         try:
