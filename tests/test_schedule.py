@@ -13,6 +13,7 @@ import pytest
 
 from catalogcap.errors import SettingsError
 from catalogcap.watch.schedule import NICENESS, next_run, start_child, stop_child
+from tests.factories import poll
 
 UTC = timezone.utc
 
@@ -39,10 +40,11 @@ def _child(code: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
     script = f"import pathlib, signal, time\n{code}\npathlib.Path({str(ready)!r}).touch()\ntime.sleep(60)\n"
     with log.open("w") as out:
         child = start_child([sys.executable, "-c", script], out, dict(os.environ))
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        assert child.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.01)
+    def started() -> bool:
+        assert child.poll() is None, log.read_text()
+        return ready.exists()
+
+    poll(started, 30, "the child to start")
     return child, log
 
 

@@ -23,6 +23,7 @@ from catalogcap.store.database import (
 )
 from catalogcap.store.models import Asset, Caption, Job, utcnow
 from catalogcap.store.queue import claim, complete, enqueue, fail, recover_stale, retry
+from tests.factories import poll
 
 
 def _asset(session, n: int) -> Asset:
@@ -242,7 +243,6 @@ def test_a_slow_batch_keeps_its_leases(settings, engine, photos: Path) -> None:
     The captioner stays inside `caption_images` until the other worker has tried to claim,
     and that claim happens only after the first lease has run out: without renewal the jobs
     would be free to take, whatever the timing."""
-    import time
 
     from catalogcap.intake import scan
     from catalogcap.store.queue import new_owner
@@ -271,10 +271,7 @@ def test_a_slow_batch_keeps_its_leases(settings, engine, photos: Path) -> None:
     try:
         assert entered.wait(30), "the batch never reached the captioner"
         first = max(leases())
-        deadline = time.monotonic() + 30
-        while utcnow() <= first + timedelta(seconds=0.5):  # the first lease is over
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        poll(lambda: utcnow() > first + timedelta(seconds=0.5), 30, "the first lease to be over")
         assert not release.is_set() and runner.is_alive()  # still captioning
         taken = claim(engine, new_owner("other"), 10, lease_seconds=60)
         renewed = min(leases())

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from catalogcap.settings import load_settings
 from catalogcap.store.database import create_store_engine, read_session
 from catalogcap.store.models import Caption, Job, WorkerRow
 from tests.conftest import make_image
+from tests.factories import poll
 
 COLOURS = ("red", "blue", "green", "yellow", "purple", "orange", "black", "cyan", "magenta", "brown")
 
@@ -32,15 +32,6 @@ def _images(folder: Path, count: int, first: int = 0) -> Path:
     for n in range(first, first + count):
         make_image(folder / f"p{n:03d}.png", COLOURS[n % len(COLOURS)], size=(40 + n, 30 + n % 7))
     return folder
-
-
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _cli(*args: str) -> str:
@@ -109,13 +100,13 @@ def test_three_workers_on_postgresql_caption_each_image_once(home: Path, tmp_pat
             for proc in procs:
                 assert proc.poll() is None, proc.communicate()[1]
             return len(json.loads(_cli("status", "--json"))["workers"]) == 3
-        _wait(registered, 180, "three live workers in status")
+        poll(registered, 180, "three live workers in status")
         live = json.loads(_cli("status", "--json"))["workers"]
         assert sorted(w["pid"] for w in live) == sorted(p.pid for p in procs)
         assert all(w["host"] and w["heartbeat_at"] for w in live)
         count = 24
         _cli("scan", str(_images(tmp_path / "photos", count)), "--queue-only")
-        _wait(lambda: {j.state for j in _jobs(engine)} == {"done"}, 240, "every job done")
+        poll(lambda: {j.state for j in _jobs(engine)} == {"done"}, 240, "every job done")
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
@@ -150,7 +141,7 @@ def test_worker_killed_mid_batch_its_jobs_return_after_the_lease(home: Path, tmp
         def holds() -> bool:
             assert victim.poll() is None, victim.communicate()[1]
             return bool(held())
-        _wait(holds, 180, "the first worker to claim a batch")
+        poll(holds, 180, "the first worker to claim a batch")
         victim.send_signal(signal.SIGSTOP)
         orphans = {j.id: j.lease_expires for j in held()}  # a commit racing the stop has already left
         assert orphans, "the stop must land while the batch is held"
@@ -158,12 +149,12 @@ def test_worker_killed_mid_batch_its_jobs_return_after_the_lease(home: Path, tmp
         # both survivors listed (the frozen victim is listed too): each has run its start-up
         # recovery while the victim was alive, so only the lease can bring its jobs back
         survivors = {proc.pid for proc in procs[1:]}
-        _wait(lambda: survivors <= {w["pid"] for w in json.loads(_cli("status", "--json"))["workers"]}, 180,
+        poll(lambda: survivors <= {w["pid"] for w in json.loads(_cli("status", "--json"))["workers"]}, 180,
               "both survivors to start")
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
         try:
-            _wait(lambda: {j.state for j in _jobs(engine)} == {"done"}, 240, "every job done after the lease")
+            poll(lambda: {j.state for j in _jobs(engine)} == {"done"}, 240, "every job done after the lease")
         except AssertionError as exc:
             states = sorted((j.id, j.state, j.lease_owner, str(j.lease_expires)) for j in _jobs(engine))
             _stop(procs)
@@ -200,7 +191,7 @@ def test_watch_queue_only_queues_without_captioning(home: Path, tmp_path: Path,
     try:
         assert ready.wait(60)
         _images(inbox, 3)
-        _wait(lambda: len(_jobs(engine)) == 3, 60, "three queued jobs")
+        poll(lambda: len(_jobs(engine)) == 3, 60, "three queued jobs")
         with read_session(engine) as session:
             assert session.exec(select(Caption)).all() == []
         assert {j.state for j in _jobs(engine)} == {"pending"}
@@ -277,7 +268,7 @@ def test_readme_many_machines_recipe(home: Path, tmp_path: Path, monkeypatch: py
                         workers = session.exec(select(WorkerRow)).all()
                     return (any(w.stopped_at is None for w in workers)
                             and {j.state for j in _jobs(engine)} == {"done"})
-                _wait(settled, 240, "the background worker and an empty queue")
+                poll(settled, 240, "the background worker and an empty queue")
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
             assert done.returncode == 0, (line, done.stderr)
             outputs[args[0]] = done.stdout
@@ -285,7 +276,7 @@ def test_readme_many_machines_recipe(home: Path, tmp_path: Path, monkeypatch: py
         [live] = json.loads(outputs["status"])["workers"]
         assert live["pid"] == background[1].pid and live["host"]
         make_image(folder / "late-arrival.png", "teal", size=(99, 77))  # the queue-only watcher queues it
-        _wait(lambda: len(_jobs(engine)) == 7 and {j.state for j in _jobs(engine)} == {"done"}, 120,
+        poll(lambda: len(_jobs(engine)) == 7 and {j.state for j in _jobs(engine)} == {"done"}, 120,
               "the late arrival queued by watch and captioned by the worker")
         for proc in background:
             proc.send_signal(signal.SIGTERM)
@@ -313,10 +304,10 @@ def test_workers_carry_on_after_the_database_restarts(home: Path, tmp_path: Path
                 jobs = _jobs(engine)
                 return len(jobs) == count and {j.state for j in jobs} == {"done"}
             return check
-        _wait(all_done(4), 180, "the first images captioned")
+        poll(all_done(4), 180, "the first images captioned")
         pg_server.restart()  # every connection of the worker is cut
         _cli("scan", str(_images(tmp_path / "after", 4, first=4)), "--queue-only")
-        _wait(all_done(8), 120, "the images queued after the restart captioned")
+        poll(all_done(8), 120, "the images queued after the restart captioned")
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
