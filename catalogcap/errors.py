@@ -25,3 +25,7 @@ class NotFound(CatalogcapError):
 
 class PathOutsideRoot(CatalogcapError):
     """A user-supplied path resolves outside the folder it must stay in."""
+
+
+class TrainingInterrupted(CatalogcapError):
+    """A training round stopped before it finished (a training process died); `train --resume` continues it."""

@@ -222,6 +222,11 @@ class TrainingSettings(Section):
         description="Time budget of a whole round; the search stops early to leave time for the gate.",
     )
     batch_size: int = Field(16, ge=1, le=4096, description="Examples per optimizer micro-batch.")
+    processes: int = Field(
+        1, ge=0, le=256,
+        description="Data-parallel training processes (accelerate; NCCL on GPUs, gloo on CPU), each on its share"
+        " of every micro-batch, so the round trains the same as in one process; 0: one per GPU.",
+    )
     grad_accum: int = Field(1, ge=1, le=1024, description="Micro-batches per optimizer step.")
     embed_cache_gb: float = Field(
         20.0, ge=0,

@@ -175,13 +175,24 @@ class Prefetcher(Generic[T]):
 
     def batches(self, items: Iterable[T]) -> Iterator[Loaded[T]]:
         source = iter(items)
+
+        def chunks() -> Iterator[list[T]]:
+            while chunk := [item for _, item in zip(range(self.batch_size), source)]:
+                yield chunk
+
+        return self.groups(chunks())
+
+    def groups(self, groups: Iterable[list[T]]) -> Iterator[Loaded[T]]:
+        """One batch per group of `groups`, in order (an empty group gives an empty batch)."""
+        source = iter(groups)
         with ThreadPoolExecutor(self.threads, thread_name_prefix="catalogcap-pixels") as pool, \
                 ThreadPoolExecutor(1, thread_name_prefix="catalogcap-collate") as collator:
             ahead: deque[Future[Loaded[T]]] = deque()
 
             def queue_next() -> None:
-                chunk = [(item, pool.submit(self.load, item)) for _, item in zip(range(self.batch_size), source)]
-                if chunk:
+                group = next(source, None)
+                if group is not None:
+                    chunk = [(item, pool.submit(self.load, item)) for item in group]
                     ahead.append(collator.submit(self._collate, chunk))
 
             queue_next()

@@ -25,15 +25,17 @@ def register(cli: click.Group) -> None:
 @click.option("--max-steps", type=int, help="Override training.max_steps.")
 @click.option("--batch-size", "train_batch", type=int, help="Override training.batch_size.")
 @click.option("--max-minutes", type=float, help="Override training.max_minutes (the round's time budget).")
+@click.option("--processes", type=click.IntRange(min=0), help="Override training.processes: train data-parallel in "
+              "N processes through accelerate (one per GPU; gloo on CPU); 0: one per GPU.")
 @click.option("--trigger", type=click.Choice(["manual", "schedule"]), default="manual", hidden=True)
 @pass_app
 def train(app: App, dry_run: bool, force: bool, resume: bool, as_json: bool, epochs, lr, rank, max_steps,
-          train_batch, max_minutes, trigger: str) -> None:
+          train_batch, max_minutes, processes, trigger: str) -> None:
     """Run one training round now: train a LoRA adapter on reviewed captions (the round sets its
     own step budget and learning rate unless told), evaluate it against the active one on the
     held-out set, and promote it only if it is surely better and gets no more product facts wrong."""
     for key, value in (("epochs", epochs), ("lr", lr), ("rank", rank), ("max_steps", max_steps),
-                       ("batch_size", train_batch), ("max_minutes", max_minutes)):
+                       ("batch_size", train_batch), ("max_minutes", max_minutes), ("processes", processes)):
         if value is not None:
             app.overrides[f"training.{key}"] = value
     from catalogcap.plugins import hooks_for
@@ -68,8 +70,10 @@ def train(app: App, dry_run: bool, force: bool, resume: bool, as_json: bool, epo
         app.console.print(result.reason, markup=False)
         return
     policy = result.extra.get("policy", {})
+    in_processes = f" in {policy['processes']} processes" if policy.get("processes", 1) > 1 else ""
     app.console.print(f"learning rate {policy.get('lr'):g}, best checkpoint at step {policy.get('steps')} "
-                      f"({(policy.get('budget') or {}).get('rule', '')}); {policy.get('seconds')} s", markup=False)
+                      f"({(policy.get('budget') or {}).get('rule', '')}); {policy.get('seconds')} s{in_processes}",
+                      markup=False)
     rows = []
     for metric in ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "fact_recall", "fact_error_rate",
                    "alt_text_rule_pass"):

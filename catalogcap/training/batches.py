@@ -31,8 +31,10 @@ def encode_targets(tokenizer: Any, prompts: list[str], texts: list[str], *, bos_
     return {"input_ids": input_ids, "attention_mask": enc.attention_mask, "labels": labels}
 
 
-def text_loss(model: Any, image_embeds: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean token cross-entropy of the text decoder given image embeddings (BLIP's own loss)."""
+def text_loss(model: Any, image_embeds: torch.Tensor, batch: dict[str, torch.Tensor], *,
+              reduction: str = "mean") -> torch.Tensor:
+    """Token cross-entropy of the text decoder given image embeddings (BLIP's own loss): the mean
+    over the batch's target tokens, or with `reduction="sum"` their sum (see `target_tokens`)."""
     image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
     out = model.text_decoder(
         input_ids=batch["input_ids"],
@@ -40,6 +42,11 @@ def text_loss(model: Any, image_embeds: torch.Tensor, batch: dict[str, torch.Ten
         encoder_hidden_states=image_embeds,
         encoder_attention_mask=image_mask,
         labels=batch["labels"],
-        reduction="mean",
+        reduction=reduction,
     )
     return out.loss
+
+
+def target_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """How many tokens `text_loss` scores in `batch` (BLIP shifts the labels by one)."""
+    return int((batch["labels"][:, 1:] != -100).sum())

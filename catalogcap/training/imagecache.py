@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,15 +71,20 @@ class EmbeddingCache:
         self.failed = data["failed"]
         return self
 
-    def build(self, encode: Any, paths: dict[str, str], load: FileToPixels, *, threads: int = 0) -> EmbeddingCache:
-        """Encode every image of `paths` (fingerprint -> file) once; unreadable ones are recorded."""
+    def build(self, encode: Any, paths: dict[str, str], load: FileToPixels, *, threads: int = 0,
+              part: tuple[int, int] = (0, 1)) -> EmbeddingCache:
+        """Encode every image of `paths` (fingerprint -> file) once; unreadable ones are recorded.
+
+        With `part=(rank, ranks)` this process encodes every ranks-th image (in fingerprint order)
+        into its own shards and index part; `merge` then joins the parts."""
         from safetensors.torch import save_file
 
+        rank, ranks = part
         self.folder.mkdir(parents=True, exist_ok=True)
         prefetcher = Prefetcher(lambda fp: load(paths[fp]), batch_size=ENCODE_BATCH, threads=threads,
                                 catch=(images.ImageRejected,))
-        shard = 0
-        for batch in prefetcher.batches(sorted(paths)):
+        shard = rank
+        for batch in prefetcher.batches(sorted(paths)[rank::ranks]):
             for fp, error in batch.failed:
                 self.failed[fp] = str(error)
             if batch.pixels is None:
@@ -87,11 +92,24 @@ class EmbeddingCache:
             embeds = encode(batch.pixels).contiguous()
             save_file({"embeds": embeds}, str(self.folder / f"shard-{shard:06d}.safetensors"))
             self.index.update({fp: (shard, row) for row, fp in enumerate(batch.items)})
-            shard += 1
-        tmp = self.folder / "index.json.tmp"
+            shard += ranks
+        name = "index.json" if ranks == 1 else f"index.part-{rank}.json"
+        tmp = self.folder / (name + ".tmp")
         tmp.write_text(json.dumps({"index": self.index, "failed": self.failed}), encoding="utf-8")
-        tmp.replace(self.folder / "index.json")  # written last: a killed build is simply redone
+        tmp.replace(self.folder / name)  # written last: a killed build is simply redone
         return self
+
+    def merge(self, ranks: int) -> EmbeddingCache:
+        """Join the index parts `ranks` processes wrote (see `build`) into the cache's index."""
+        joined: dict[str, Any] = {"index": {}, "failed": {}}
+        for rank in range(ranks):
+            data = json.loads((self.folder / f"index.part-{rank}.json").read_text(encoding="utf-8"))
+            joined["index"].update(data["index"])
+            joined["failed"].update(data["failed"])
+        tmp = self.folder / "index.json.tmp"
+        tmp.write_text(json.dumps(joined), encoding="utf-8")
+        tmp.replace(self.folder / "index.json")
+        return self.open()
 
     def _shard(self, number: int) -> _Shard:
         if number not in self._shards:
@@ -143,19 +161,29 @@ class ImageSource:
     def batches(self, items: list[Any], batch_size: int, fingerprint_of: Any, *, grad: bool
                 ) -> Iterator[tuple[list[Any], torch.Tensor]]:
         """`items` in chunks of `batch_size`, in order: the chunk's items whose image is usable, and
-        their image embeddings (with gradients through the encoder when `grad`)."""
+        their image embeddings (with gradients through the encoder when `grad`); chunks with no
+        usable image are left out."""
+        chunks = (items[start:start + batch_size] for start in range(0, len(items), batch_size))
+        for kept, embeds in self.groups(chunks, fingerprint_of, grad=grad):
+            if embeds is not None:
+                yield kept, embeds
+
+    def groups(self, groups: Iterable[list[Any]], fingerprint_of: Any, *, grad: bool
+               ) -> Iterator[tuple[list[Any], torch.Tensor | None]]:
+        """For each group of items, in order: its items whose image is usable and their image
+        embeddings (None when there are none, so that ranks stay in step group by group)."""
         if self.cache is not None:
-            for start in range(0, len(items), batch_size):
-                kept = [item for item in items[start:start + batch_size] if self.usable(fingerprint_of(item))]
-                if kept:
-                    yield kept, self.cache.rows([fingerprint_of(i) for i in kept]).to(self.device)
+            for group in groups:
+                kept = [item for item in group if self.usable(fingerprint_of(item))]
+                yield kept, (self.cache.rows([fingerprint_of(i) for i in kept]).to(self.device) if kept else None)
             return
-        prefetcher = Prefetcher(lambda item: self.load(self.paths[fingerprint_of(item)]), batch_size=batch_size,
+        prefetcher = Prefetcher(lambda item: self.load(self.paths[fingerprint_of(item)]), batch_size=1,
                                 threads=self.threads, catch=(images.ImageRejected,))
-        for loaded in prefetcher.batches(items):
+        for loaded in prefetcher.groups(groups):
             for item, error in loaded.failed:
                 self.failed[fingerprint_of(item)] = str(error)
             if loaded.pixels is None:
+                yield [], None
                 continue
             pixels = loaded.pixels.to(self.device)
             with torch.set_grad_enabled(grad):

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from catalogcap.errors import CatalogcapError
+from catalogcap.errors import CatalogcapError, TrainingInterrupted
 from catalogcap.settings import KINDS, Settings, TrainingSettings
 from catalogcap.store.database import read_session, write_session
 from catalogcap.store.models import TrainingRun, utcnow
@@ -111,9 +111,12 @@ def run_round(engine: Engine, settings: Settings, *, force: bool = False, resume
         data = Dataset.from_json(json.loads((run_dir / "dataset.json").read_text(encoding="utf-8")))
     else:
         data = plan(engine, settings)
+    from catalogcap.training.distributed import resolve_processes
+
     result = RoundResult(False, None, train_size=len(data.train), val_size=len(data.val),
                          active_adapter=current.id if current else None, extra={"missing": data.missing,
-                         "new_corrections": data.new_corrections, "val_images": data.val_images})
+                         "new_corrections": data.new_corrections, "val_images": data.val_images,
+                         "processes": resolve_processes(settings)})
     if run is None:
         refusal = _refusal(data, cfg, force=force)
         if refusal:
@@ -123,7 +126,8 @@ def run_round(engine: Engine, settings: Settings, *, force: bool = False, resume
             budget = Budget.plan(len(data.train), cfg)
             result.reason = (f"would train: {len(data.train)} reviewed captions, held out {data.val_images} images; "
                              f"{budget.steps} steps per learning rate ({budget.rule}), learning rates "
-                             f"{', '.join(f'{lr:g}' for lr in budget.lrs)}, within {cfg.max_minutes:g} minutes")
+                             f"{', '.join(f'{lr:g}' for lr in budget.lrs)}, within {cfg.max_minutes:g} minutes"
+                             + (f", in {cfg.processes or 'one per GPU'} processes" if cfg.processes != 1 else ""))
             result.extra["policy"] = {"steps": budget.steps, "lrs": budget.lrs, "rule": budget.rule}
             return result
         run_id = datetime.now(timezone.utc).strftime("run-%Y%m%d-%H%M%S-") + secrets.token_hex(2)
@@ -151,7 +155,8 @@ def run_round(engine: Engine, settings: Settings, *, force: bool = False, resume
         with write_session(engine) as session:
             row = session.get(TrainingRun, run.id)
             # a resume that fails stays resumable: its checkpoint and dataset are still there
-            row.state = "interrupted" if isinstance(exc, KeyboardInterrupt) or resume else "failed"
+            interrupted = isinstance(exc, (KeyboardInterrupt, TrainingInterrupted)) or resume
+            row.state = "interrupted" if interrupted else "failed"
             row.reason = f"{type(exc).__name__}: {exc}"
             row.finished_at = utcnow()
             session.add(row)
@@ -177,6 +182,8 @@ def _refusal(data: Dataset, cfg: TrainingSettings, *, force: bool) -> str:
 def _settings_of(run: TrainingRun, settings: Settings) -> Settings:
     """`settings` with the training settings and base model `run` was started with."""
     saved = {key: value for key, value in (run.config or {}).items() if key in TrainingSettings.model_fields}
+    # how many processes train is today's choice: a resume may have other GPUs (same global batch)
+    saved["processes"] = settings.training.processes
     training = TrainingSettings.model_validate(saved)
     model = (run.config or {}).get("model") or settings.model
     changed = sorted(key for key in saved if getattr(settings.training, key) != getattr(training, key))
@@ -191,6 +198,7 @@ def _train_and_gate(engine, settings, run, run_dir, data, current, result, *, re
     from catalogcap.captioner.model import load_model
     from catalogcap.training.evaluate import evaluate, paired_interval
     from catalogcap.training.facts import FactVocabulary
+    from catalogcap.training.distributed import resolve_processes, train_in_processes
     from catalogcap.training.trainer import train
 
     cfg = settings.training
@@ -198,14 +206,19 @@ def _train_and_gate(engine, settings, run, run_dir, data, current, result, *, re
     # a quarter of the time budget is kept for evaluating candidate and active on the held-out set
     deadline = started + cfg.max_minutes * 60 * 0.75
 
-    bases = _Bases(settings)
     prompts = example_prompts(engine, settings, data)
-    trained = train(bases, bases.processor, data.train, settings, run_dir, resume=resume,
-                    prompts=prompts, deadline=deadline, on_step=on_step)
-    if prompts.unprompted:
+    processes = resolve_processes(settings)
+    if processes > 1:  # the ranks train; this process keeps the round (store, evaluation, gate)
+        trained = train_in_processes(settings, run_dir, data.train, prompts, processes=processes, resume=resume,
+                                     deadline=deadline, on_step=on_step)
+    else:
+        bases = _Bases(settings)
+        trained = train(bases, bases.processor, data.train, settings, run_dir, resume=resume,
+                        prompts=prompts, deadline=deadline, on_step=on_step)
+        del bases
+    if trained.unprompted:
         log.info("%d example(s) no longer start with their rendered prompt (rewritten by a reviewer):"
-                 " trained unprompted", prompts.unprompted)
-    del bases
+                 " trained unprompted", trained.unprompted)
     result.trained = True
     vocabulary = FactVocabulary.learn(e.text for e in [*data.train, *data.val])
     adapter_id = registry.new_adapter_id()
@@ -231,9 +244,10 @@ def _train_and_gate(engine, settings, run, run_dir, data, current, result, *, re
     result.reason = verdict.reason
     policy = {"lr": trained.lr, "steps": trained.steps, "budget": trained.budget, "search": trained.search,
               "dev_images": trained.dev_images, "embed_cache": trained.embed_cache, "dev_before": trained.dev_before,
+              "processes": trained.processes,
               "samples_per_second": round(trained.samples_per_second, 1),
               "seconds": round(time.monotonic() - started, 1)}
-    result.extra.update(gate_interval=[low, high], gate=metric, margin=margin, checks=verdict.checks,
+    result.extra.update(processes=trained.processes, gate_interval=[low, high], gate=metric, margin=margin, checks=verdict.checks,
                         policy=policy, fact_kinds=vocabulary.to_json())
     metrics = {"candidate": result.candidate, "active": result.active, "gate": metric, "margin": margin,
                "gate_interval": [low, high], "checks": verdict.checks, "fact_vocabulary": vocabulary.to_json(),
@@ -254,8 +268,9 @@ def _train_and_gate(engine, settings, run, run_dir, data, current, result, *, re
         row.state, row.finished_at, row.adapter_id = "finished", utcnow(), adapter_id
         row.promoted, row.reason, row.metrics = result.promoted, result.reason, metrics
         session.add(row)
-    for leftover in ("checkpoint", "embeds", "search"):
-        shutil.rmtree(run_dir / leftover, ignore_errors=True)
+    for leftover in ("checkpoint", "embeds", "search", "processes.json", "trained.json"):
+        path = run_dir / leftover
+        path.unlink() if path.is_file() else shutil.rmtree(path, ignore_errors=True)
     log.info("training round %s: %s", run.id, result.reason)
 
 

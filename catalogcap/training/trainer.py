@@ -35,12 +35,15 @@ import torch
 
 from catalogcap.captioner.pixels import FileToPixels
 from catalogcap.settings import Settings, TrainingSettings
-from catalogcap.training.batches import encode_targets, text_loss
+from catalogcap.training.batches import encode_targets, target_tokens, text_loss
 from catalogcap.training.dataset import Example
 from catalogcap.training.evaluate import quick_cider
 from catalogcap.training.imagecache import EmbeddingCache, ImageSource, cache_bytes
 from catalogcap.training.policy import Budget, split_dev
 from catalogcap.training.prompting import ExamplePrompts
+from catalogcap.training.ranks import Ranks
+
+STOPS = ("", "budget", "no better on dev", "time")  # why a learning rate's run ended
 
 
 @dataclass
@@ -57,6 +60,15 @@ class TrainResult:
     dev_images: int = 0
     embed_cache: bool = False
     dev_before: dict[str, Any] | None = None
+    processes: int = 1
+    unprompted: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "adapter_dir": str(self.adapter_dir)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainResult:
+        return cls(**{**data, "adapter_dir": Path(data["adapter_dir"])})
 
 
 def lora_model(model: Any, cfg: TrainingSettings) -> Any:
@@ -115,12 +127,23 @@ def _replace_dir(tmp: Path, final: Path) -> None:
 
 
 def save_checkpoint(run_dir: Path, model: Any, optimizer: torch.optim.Optimizer, best: dict[str, torch.Tensor] | None,
-                    info: dict[str, Any]) -> None:
+                    info: dict[str, Any], ranks: Ranks | None = None) -> None:
+    """Write the checkpoint a resume continues from. With several ranks, main writes it and every
+    rank adds its own random state (`rng-RANK`); weights and optimizer are the same on all."""
     from safetensors.torch import save_file
 
+    ranks = ranks or Ranks()
     tmp = run_dir / "checkpoint.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    if ranks.main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    if ranks.count > 1:
+        ranks.barrier()
+        save_file({"rng.torch": torch.get_rng_state()}, str(tmp / f"rng-{ranks.index}.safetensors"))
+        ranks.barrier()
+    if not ranks.main:
+        ranks.barrier()  # until main has put the checkpoint in place
+        return
     save_file(_lora_state(model), str(tmp / "adapter.safetensors"))
     if best is not None:
         save_file(best, str(tmp / "best.safetensors"))
@@ -129,10 +152,12 @@ def save_checkpoint(run_dir: Path, model: Any, optimizer: torch.optim.Optimizer,
     save_file(tensors, str(tmp / "optimizer.safetensors"))
     (tmp / "trainer_state.json").write_text(json.dumps({**info, "optimizer": scalars}), encoding="utf-8")
     _replace_dir(tmp, run_dir / "checkpoint")
+    if ranks.count > 1:
+        ranks.barrier()
 
 
-def load_checkpoint(run_dir: Path, candidate: int, model: Any, optimizer: torch.optim.Optimizer
-                    ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
+def load_checkpoint(run_dir: Path, candidate: int, model: Any, optimizer: torch.optim.Optimizer,
+                    ranks: Ranks | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -144,7 +169,11 @@ def load_checkpoint(run_dir: Path, candidate: int, model: Any, optimizer: torch.
         return None
     set_peft_model_state_dict(model, load_file(str(final / "adapter.safetensors")))
     tensors = load_file(str(final / "optimizer.safetensors"))
-    torch.set_rng_state(tensors.pop("rng.torch"))
+    rng = tensors.pop("rng.torch")
+    own = final / f"rng-{ranks.index}.safetensors" if ranks is not None and ranks.count > 1 else None
+    if own is not None and own.is_file():  # else a run resumed with more processes than it started with
+        rng = load_file(str(own))["rng.torch"]
+    torch.set_rng_state(rng)
     optimizer.load_state_dict(_unflatten_optimizer(tensors, info.pop("optimizer")))
     best = load_file(str(final / "best.safetensors")) if (final / "best.safetensors").is_file() else None
     return info, best
@@ -158,9 +187,10 @@ class _Trainer:
 
     def __init__(self, make_base: Callable[[], Any], processor: Any, examples: list[Example], settings: Settings,
                  run_dir: Path, *, prompts: dict[str, str] | ExamplePrompts, deadline: float | None,
-                 on_step: Callable[[int, int, float], None] | None) -> None:
+                 on_step: Callable[[int, int, float], None] | None, ranks: Ranks | None = None) -> None:
         self.make_base, self.processor, self.settings, self.cfg = make_base, processor, settings, settings.training
         self.run_dir, self.on_step = run_dir, on_step
+        self.ranks = ranks or Ranks()
         # one prompt per kind (the old form), or one per example rendered from its product context
         self.prompts = prompts if isinstance(prompts, ExamplePrompts) else None
         self.kind_prompts = prompts if isinstance(prompts, dict) else {}
@@ -188,6 +218,7 @@ class _Trainer:
         dtype = next(base.vision_model.parameters()).dtype
         if not self.vision_trainable and cache_bytes(len(self.paths), base, dtype) <= self.cfg.embed_cache_gb * 2**30:
             cache = EmbeddingCache(self.run_dir / "embeds")
+            ranks = self.ranks
             if cache.complete:
                 cache.open()
             else:
@@ -195,7 +226,15 @@ class _Trainer:
                     with torch.no_grad():
                         return base.vision_model(pixel_values=pixels.to(device))[0].cpu()
 
-                cache.build(encode, self.paths, self.load, threads=self.settings.engine.decode_threads)
+                # with several ranks each encodes its share of the images, then main joins the parts
+                cache.build(encode, self.paths, self.load, threads=self.settings.engine.decode_threads,
+                            part=(ranks.index, ranks.count))
+                if ranks.count > 1:
+                    ranks.barrier()
+                    if ranks.main:
+                        cache.merge(ranks.count)
+                    ranks.barrier()
+                    cache.open()
         return ImageSource(self.load, self.paths, cache, base.vision_model, device,
                            threads=self.settings.engine.decode_threads)
 
@@ -234,16 +273,19 @@ class _Trainer:
         from peft import set_peft_model_state_dict
         from transformers import get_linear_schedule_with_warmup
 
-        cfg, budget = self.cfg, self.budget
+        cfg, budget, ranks = self.cfg, self.budget, self.ranks
         torch.manual_seed(cfg.seed)
         model = lora_model(base, cfg)
         device = next(model.parameters()).device
         if cfg.gradient_checkpointing and device.type == "cuda":
             model.gradient_checkpointing_enable()
         params = [p for p in model.parameters() if p.requires_grad]
+        if ranks.count > 1:
+            ranks.same_start(params)
+            torch.manual_seed(cfg.seed + 1_000_003 * ranks.index)  # the same start, each rank its own dropout
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
         schedule = get_linear_schedule_with_warmup(optimizer, max(1, budget.steps // 10), budget.steps)
-        if self.dev and self.base_facts is None:
+        if self.dev and self.base_facts is None and ranks.main:
             base_file = self.run_dir / "search" / "base.json"
             if base_file.is_file():
                 self.base_facts = json.loads(base_file.read_text(encoding="utf-8"))
@@ -254,7 +296,7 @@ class _Trainer:
                                  "best_score": None, "best_ok": False, "best_step": 0, "bad": 0, "history": [],
                                  "stopped": ""}
         best: dict[str, torch.Tensor] | None = None
-        loaded = load_checkpoint(self.run_dir, index, model, optimizer) if resume else None
+        loaded = load_checkpoint(self.run_dir, index, model, optimizer, ranks) if resume else None
         if loaded is not None:
             state, best = loaded
             for _ in range(state["step"]):
@@ -263,40 +305,33 @@ class _Trainer:
         if self.deadline is not None:
             left = len(budget.lrs) - index
             share = time.monotonic() + max(0.0, self.deadline - time.monotonic()) / left
-        text_cfg = base.config.text_config
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                     else torch.autocast("cpu", enabled=False))
         blip = model.base_model.model
         model.train()
-        order_of = list(range(len(self.train)))
         while not state["stopped"]:
-            order = list(order_of)
+            order = list(range(len(self.train)))
             random.Random(cfg.seed + state["epoch"]).shuffle(order)
-            micro_size = cfg.batch_size
+            micro_size = cfg.batch_size  # one global micro-batch, whatever the number of ranks
             skip = state["micro"]
             items = order[skip * micro_size:]
-            micro, yielded = skip, False
-            for idx, embeds in source.batches(items, micro_size, lambda i: self.train[i].fingerprint,
-                                              grad=self.vision_trainable):
-                yielded = True
-                pairs = [self.target(self.train[i]) for i in idx]
-                batch = encode_targets(self.processor.tokenizer, [p for p, _ in pairs], [t for _, t in pairs],
-                                       bos_id=text_cfg.bos_token_id, pad_id=text_cfg.pad_token_id)
-                batch = {k: v.to(device) for k, v in batch.items()}
-                with autocast:
-                    loss = text_loss(blip, embeds, batch) / cfg.grad_accum
-                loss.backward()
-                self.samples += len(idx)
+            groups = (ranks.split(items[start:start + micro_size]) for start in range(0, len(items), micro_size))
+            micro, used = skip, 0
+            for idx, embeds in source.groups(groups, lambda i: self.train[i].fingerprint, grad=self.vision_trainable):
                 micro += 1
+                used += len(idx)
+                loss = self._backward(blip, idx, embeds, device, autocast)
                 last = micro * micro_size >= len(order)
                 if micro % cfg.grad_accum and not last:
                     continue
+                if ranks.count > 1:
+                    loss = self._sum_gradients(params, loss)
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
                 state["step"] += 1
-                self.loss = loss.item() * cfg.grad_accum
+                self.loss = float(loss)
                 if self.on_step is not None:
                     self.on_step(index * budget.steps + state["step"], len(budget.lrs) * budget.steps, self.loss)
                 done = state["step"] >= budget.steps
@@ -304,11 +339,11 @@ class _Trainer:
                     best = self._score(model, source, state, best, done=done, share=share)
                     # where a resume picks up: the next micro-batch of this epoch, or the next epoch
                     at = {"micro": 0, "epoch": state["epoch"] + 1} if last else {"micro": micro}
-                    save_checkpoint(self.run_dir, model, optimizer, best, {**state, **at})
+                    save_checkpoint(self.run_dir, model, optimizer, best, {**state, **at}, ranks)
                     if state["stopped"]:
                         break
             else:
-                if not yielded and skip == 0:
+                if skip == 0 and not ranks.sum(torch.tensor([float(used)])).item():
                     raise ValueError(f"none of the {len(self.paths)} training images could be read")
                 state["epoch"] += 1
                 state["micro"] = 0
@@ -316,6 +351,48 @@ class _Trainer:
             set_peft_model_state_dict(model, best)
         return {"model": model, **{k: state[k] for k in ("lr", "best_score", "best_ok", "best_step", "step",
                                                            "stopped", "history")}}
+
+    def _backward(self, blip: Any, idx: list[int], embeds: torch.Tensor | None, device: torch.device,
+                  autocast: Any) -> torch.Tensor:
+        """Back-propagate this rank's share of one micro-batch; the micro-batch's mean token loss
+        (this rank's part of it, with several ranks)."""
+        cfg, ranks = self.cfg, self.ranks
+        batch = None
+        if idx:
+            text_cfg = blip.config.text_config
+            pairs = [self.target(self.train[i]) for i in idx]
+            batch = encode_targets(self.processor.tokenizer, [p for p, _ in pairs], [t for _, t in pairs],
+                                   bos_id=text_cfg.bos_token_id, pad_id=text_cfg.pad_token_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
+        if ranks.count == 1:
+            if batch is None:
+                return torch.zeros(())
+            with autocast:
+                loss = text_loss(blip, embeds, batch) / cfg.grad_accum
+        else:
+            # each rank's token-loss sum over the target tokens of the whole micro-batch: summed over
+            # the ranks, the gradients are those of one process's mean loss on the micro-batch
+            total = ranks.sum(torch.tensor([float(target_tokens(batch) if batch else 0)])).item()
+            if batch is None or not total:
+                return torch.zeros(())
+            with autocast:
+                loss = text_loss(blip, embeds, batch, reduction="sum") / total / cfg.grad_accum
+        loss.backward()
+        self.samples += len(idx)
+        return loss.detach().float() * cfg.grad_accum
+
+    def _sum_gradients(self, params: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+        """Sum the LoRA gradients (and the loss) over the ranks in one all-reduce; every rank then
+        takes the same optimizer step. (LoRA gradients are small: one flat buffer is cheap.)"""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1).float() for g in grads] + [loss.reshape(1).to(grads[0].device)])
+        self.ranks.sum(flat)
+        offset = 0
+        for param in params:
+            n = param.numel()
+            param.grad = flat[offset:offset + n].view_as(param).to(param.dtype)
+            offset += n
+        return flat[-1]
 
     def target(self, example: Example) -> tuple[str, str]:
         """(prompt, target text) the example is trained with."""
@@ -336,7 +413,7 @@ class _Trainer:
 
     def _score(self, model: Any, source: ImageSource, state: dict[str, Any], best: dict[str, torch.Tensor] | None,
                *, done: bool, share: float | None) -> dict[str, torch.Tensor] | None:
-        if self.dev:
+        if self.dev and self.ranks.main:
             score = self.dev_score(model, source)
             ok = self.facts_ok(self.last_facts)
             state["history"].append([state["step"], round(score, 4), ok, self.last_facts])
@@ -350,7 +427,7 @@ class _Trainer:
                 state["top_score"], state["bad"] = score, 0
             else:
                 state["bad"] += 1
-        else:
+        elif not self.dev:
             state["best_step"] = state["step"]
         if done:
             state["stopped"] = "budget"
@@ -358,21 +435,25 @@ class _Trainer:
             state["stopped"] = "no better on dev"
         elif share is not None and time.monotonic() >= share:
             state["stopped"] = "time"
+        if self.ranks.count > 1:  # main scored: its decision is everyone's
+            state["stopped"] = STOPS[self.ranks.share(STOPS.index(state["stopped"]))]
         return best
 
 
 def train(
     make_base: Callable[[], Any], processor: Any, examples: list[Example], settings: Settings, run_dir: Path, *,
     resume: bool = False, prompts: dict[str, str] | ExamplePrompts, deadline: float | None = None,
-    on_step: Callable[[int, int, float], None] | None = None,
+    on_step: Callable[[int, int, float], None] | None = None, ranks: Ranks | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on `examples` by the round's policy; writes run_dir/adapter (safetensors).
 
     `make_base` gives a fresh base model (one per learning rate tried); `deadline` is a
-    `time.monotonic()` time the search must end by.
+    `time.monotonic()` time the search must end by. With `ranks` (see ranks.py) this is one of
+    several data-parallel processes; they must all call it with the same arguments.
     """
+    ranks = ranks or Ranks()
     trainer = _Trainer(make_base, processor, examples, settings, run_dir, prompts=prompts, deadline=deadline,
-                       on_step=on_step)
+                       on_step=on_step, ranks=ranks)
     if not trainer.train:
         raise ValueError("no training examples left")
     t0 = time.perf_counter()
@@ -390,26 +471,43 @@ def train(
             source = source or trainer.source(base)
             source.vision = base.vision_model
             run = trainer.run(index, lr, base, source, resume=resume)
-            run.pop("model").save_pretrained(search_dir / f"lr-{index}", safe_serialization=True)
-            results.append({k: v for k, v in run.items()})
-            done_file.write_text(json.dumps(results[-1]), encoding="utf-8")
+            model = run.pop("model")
+            if ranks.main:
+                model.save_pretrained(search_dir / f"lr-{index}", safe_serialization=True)
+                done_file.write_text(json.dumps(run), encoding="utf-8")
+            del model
+            ranks.barrier()
+            # the other ranks did not score: main's record of the run is the run's record
+            results.append(run if ranks.main else json.loads(done_file.read_text(encoding="utf-8")))
         score = results[-1]["best_score"]
         key = (bool(results[-1].get("best_ok")), score if score is not None else float("-inf"), index)
         if winner is None or key[:2] > winner[:2]:
             winner = key
-        if trainer.deadline is not None and time.monotonic() >= trainer.deadline:
+        if trainer.deadline is not None and ranks.share(int(time.monotonic() >= trainer.deadline)):
             break
     assert winner is not None
     chosen = results[winner[2]]
     adapter_dir = run_dir / "adapter"
-    shutil.rmtree(adapter_dir, ignore_errors=True)
-    shutil.copytree(search_dir / f"lr-{winner[2]}", adapter_dir)
+    if ranks.main:
+        shutil.rmtree(adapter_dir, ignore_errors=True)
+        shutil.copytree(search_dir / f"lr-{winner[2]}", adapter_dir)
     elapsed = max(time.perf_counter() - t0, 1e-9)
-    failed = source.failed if source is not None else {}
+    failed = set(source.failed) if source is not None else set()
+    samples = float(trainer.samples)
+    if ranks.count > 1:
+        samples = ranks.sum(torch.tensor([samples], dtype=torch.float64)).item()
+        # each rank read its own share of the images: the unreadable ones are the union
+        (run_dir / f"failed-{ranks.index}.json").write_text(json.dumps(sorted(failed)), encoding="utf-8")
+        ranks.barrier()
+        for rank in range(ranks.count):
+            failed.update(json.loads((run_dir / f"failed-{rank}.json").read_text(encoding="utf-8")))
+        ranks.barrier()
+        (run_dir / f"failed-{ranks.index}.json").unlink()
     skipped = sum(1 for e in examples if e.fingerprint in failed)
     return TrainResult(
         adapter_dir, chosen["best_step"], chosen["best_step"] / trainer.budget.per_epoch, trainer.loss,
-        trainer.samples / elapsed, skipped, lr=chosen["lr"], search=results,
+        samples / elapsed, skipped, lr=chosen["lr"], search=results,
         budget={**asdict(trainer.budget), "lrs": trainer.budget.lrs}, dev_images=len({e.fingerprint for e in
                                                                                       trainer.dev}),
-        embed_cache=bool(source and source.cached), dev_before=trainer.base_facts)
+        embed_cache=bool(source and source.cached), dev_before=trainer.base_facts, processes=ranks.count,
+        unprompted=trainer.prompts.unprompted if trainer.prompts is not None else 0)
