@@ -138,3 +138,12 @@ def test_status_and_captions_list_as_json_import_only_what_they_use(store: Path)
         assert not {name.split(".")[0] for name in modules} & heavy, args
         commands = {name for name in modules if name.startswith("catalogcap.cli.")}
         assert commands == {"catalogcap.cli.app", f"catalogcap.cli.{'status' if args[0] == 'status' else 'captions'}"}
+
+
+def test_plugin_commands_run_and_are_listed_from_the_command_line(home: Path) -> None:
+    """Plugin commands are loaded on demand by `catalogcap`: run by name, listed by --help."""
+    pytest.importorskip("catalogcap_webhook")
+    listed = catalogcap("--help", home=home)
+    assert listed.returncode == 0 and "webhook" in listed.stdout and "status" in listed.stdout, listed.stderr
+    helped = catalogcap("webhook", "--help", home=home)
+    assert helped.returncode == 0 and "deliver" in helped.stdout, helped.stderr

@@ -63,6 +63,8 @@ class CatalogcapGroup(click.Group):
         if self.load_plugins and not self._plugins_added:
             self._plugins_added = True
             add_plugin_commands(self)
+            for module in self._registered:  # a plugin's command never replaces a built-in one
+                importlib.import_module(f"catalogcap.cli.{module}").register(self)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in BUILTIN_COMMANDS:
