@@ -455,16 +455,22 @@ def scan(engine: Engine, roots: Iterable[Path], settings: Settings, progress=Non
                                 progress_unchanged):
                 return report
             continue
+        registered: list[tuple[Path, int]] = []
         for path in iter_images(root, settings, unreadable):  # a file named by itself
             if stop is not None and stop.is_set():
                 return report
             item = register_file(engine, path, settings)
             report.found += 1
             report.add(item)
+            if item.asset_id is not None and item.outcome not in ("rejected", "vanished"):
+                registered.append((item.path, item.asset_id))
             if progress is not None:
                 progress(item)
             if advance is not None:
                 advance(1)
+        from catalogcap.products.sidecar import sync_images
+
+        sync_images(engine, registered, settings)  # its NAME.json, as for the files of a folder
     return report
 
 

@@ -101,3 +101,18 @@ def test_a_rescan_after_changes_registers_new_and_changed_files_and_marks_vanish
     assert (report.outcomes["new"], report.outcomes["changed"], report.outcomes["unchanged"], report.missing) == (
         1, 1, 8, 1)
     assert ("new.png", "new") in seen and ("p1.png", "changed") in seen and len(seen) == 10  # every file by default
+
+
+def test_a_file_named_by_itself_is_registered_with_its_sidecar(engine, settings, tmp_path: Path) -> None:
+    from sqlmodel import select
+
+    from catalogcap.store.database import read_session
+    from catalogcap.store.models import Product
+
+    image = make_image(tmp_path / "shop" / "lamp.png", "blue", size=(12, 12))
+    (tmp_path / "shop" / "lamp.png.json").write_text('{"title": "Brass lamp"}')
+    report = scan(engine, [image], settings)
+    assert report.outcomes["new"] == 1 and report.found == 1
+    with read_session(engine) as session:
+        assert [p.title for p in session.exec(select(Product).where(Product.source == "sidecar")).all()] == [
+            "Brass lamp"]
