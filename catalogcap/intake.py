@@ -377,31 +377,45 @@ def mark_missing(engine: Engine, root: Path, seen: set[str] | None = None) -> in
     """Flag paths under `root` whose files are gone; an asset with no live path is marked
     missing (its captions and reviews are kept). Returns how many paths went missing."""
     root = root.absolute()
-    prefix = str(root).rstrip(os.sep) + os.sep
-    now = utcnow()
-    gone = 0
-    with write_session(engine) as session:
+    with read_session(engine) as session:
         rows = session.execute(
             sa.select(AssetPath.id, AssetPath.path, AssetPath.asset_id)
-            .where(col(AssetPath.path).startswith(prefix), col(AssetPath.missing).is_(False))
+            .where(*_under(engine, root), col(AssetPath.missing).is_(False))
         ).all()
-        touched: set[int] = set()
-        gone_ids: list[int] = []
-        for path_id, path, asset_id in rows:
-            if seen is not None and path in seen:
-                continue
-            if present(path) is not False:  # there, or hidden behind an unreadable folder: not gone
-                continue
-            gone_ids.append(path_id)
-            touched.add(asset_id)
-        for start in range(0, len(gone_ids), 500):
-            session.execute(sa.update(AssetPath).where(col(AssetPath.id).in_(gone_ids[start:start + 500]))
+    return _mark_gone(engine, [row for row in rows if seen is None or row[1] not in seen])
+
+
+def _under(engine: Engine, root: Path) -> list[sa.ColumnElement[bool]]:
+    """Conditions for the paths below the folder `root`. On SQLite (paths compared as bytes) a
+    range the path index answers; elsewhere a prefix match (a range under a locale collation
+    is not a prefix)."""
+    prefix = str(root).rstrip(os.sep) + os.sep
+    if engine.dialect.name == "sqlite":  # BINARY collation: byte order, the same as code point order
+        return [col(AssetPath.path) >= prefix, col(AssetPath.path) < prefix[:-1] + chr(ord(os.sep) + 1)]
+    return [col(AssetPath.path).startswith(prefix, autoescape=True)]
+
+
+def _mark_gone(engine: Engine, candidates: list[tuple[int, str, int]]) -> int:
+    """Of `candidates` (path id, path, asset id: live paths a walk did not see), flag those whose
+    files are gone as missing, and their assets when no live path is left. Returns how many."""
+    gone_ids: list[int] = []
+    touched: set[int] = set()
+    for path_id, path, asset_id in candidates:
+        if present(path) is not False:  # there, or hidden behind an unreadable folder: not gone
+            continue
+        gone_ids.append(path_id)
+        touched.add(asset_id)
+    if not gone_ids:
+        return 0
+    now = utcnow()
+    with write_session(engine) as session:
+        for start in range(0, len(gone_ids), BULK):
+            session.execute(sa.update(AssetPath).where(col(AssetPath.id).in_(gone_ids[start:start + BULK]))
                             .values(missing=True))
-        gone = len(gone_ids)
         session.flush()
         for asset_id in touched:
             _missing_if_orphaned(session, asset_id, now)
-    return gone
+    return len(gone_ids)
 
 
 def mark_path_missing(engine: Engine, path: Path) -> int:
@@ -421,89 +435,144 @@ def mark_path_missing(engine: Engine, path: Path) -> int:
 
 
 def scan(engine: Engine, roots: Iterable[Path], settings: Settings, progress=None,
-         stop: threading.Event | None = None) -> ScanReport:
+         stop: threading.Event | None = None, advance: Callable[[int], None] | None = None,
+         progress_unchanged: bool = True) -> ScanReport:
     """Register every image under `roots`, then mark vanished files missing (not after `stop`:
-    an interrupted walk has not seen every file). Unlistable folders are reported, not fatal."""
+    an interrupted walk has not seen every file). Unlistable folders are reported, not fatal.
+    `progress(item)`: each file's `Registered` (not those found unchanged by size and mtime
+    when `progress_unchanged` is False); `advance(n)`: n more files done, about once per folder
+    (cheaper than `progress` where only a count is shown)."""
     report = ScanReport()
 
     def unreadable(folder: Path, exc: OSError) -> None:
         reason = f"unreadable folder: {exc.strerror or exc}; its images are not scanned"
         report.unreadable_folders.append({"path": display(folder), "reason": reason})
 
-    from catalogcap.products.sidecar import sync_images
-
     for root in roots:
         root = root.absolute()
-        seen: set[str] = set()
-        registered: list[tuple[Path, int]] = []  # images whose sidecars (NAME.json) are read after the walk
-        for chunk in _chunks(iter_images(root, settings, unreadable), BULK):
-            if stop is not None and stop.is_set():
-                return report
-            for item in _register_chunk(engine, chunk, settings, stop):
-                report.found += 1
-                seen.add(str(item.path))
-                report.add(item)
-                if item.asset_id is not None and item.outcome not in ("rejected", "vanished"):
-                    registered.append((item.path, item.asset_id))
-                if progress is not None:
-                    progress(item)
-            if stop is not None and stop.is_set():
-                return report
-        sync_images(engine, registered, settings)
         if root.is_dir():
-            report.missing += mark_missing(engine, root, seen)
+            if not _scan_folder(engine, root, settings, report, unreadable, progress, stop, advance,
+                                progress_unchanged):
+                return report
+            continue
+        registered: list[tuple[Path, int]] = []
+        for path in iter_images(root, settings, unreadable):  # a file named by itself
+            if stop is not None and stop.is_set():
+                return report
+            item = register_file(engine, path, settings)
+            report.found += 1
+            report.add(item)
+            if item.asset_id is not None and item.outcome not in ("rejected", "vanished"):
+                registered.append((item.path, item.asset_id))
+            if progress is not None:
+                progress(item)
+            if advance is not None:
+                advance(1)
+        from catalogcap.products.sidecar import sync_images
+
+        sync_images(engine, registered, settings)  # its NAME.json, as for the files of a folder
     return report
 
 
-BULK = 500  # files compared with the store per query when scanning
+BULK = 500  # ids per statement when writing in bulk; files registered one by one between checks of `stop`
+LAST_SEEN_BULK = 5000  # path ids per `last_seen` UPDATE of an unchanged rescan
 
 
-def _chunks(paths: Iterable[Path], size: int) -> Iterator[list[Path]]:
-    chunk: list[Path] = []
-    for path in paths:
-        chunk.append(path)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def _scan_folder(engine: Engine, root: Path, settings: Settings, report: ScanReport,
+                 unreadable: Callable[[Path, OSError], None], progress, stop: threading.Event | None,
+                 advance: Callable[[int], None] | None, progress_unchanged: bool = True) -> bool:
+    """`scan` of one folder `root` (absolute). One query loads what the store knows of every live
+    path below it; each walked file whose size and mtime still match (and whose picture id is
+    known) is unchanged at the cost of one stat, its `last_seen` refreshed in bulk at the end;
+    only the others go through `register_file`. The paths the walk did not see are then checked
+    for `mark_missing`, and the sidecars of folders that have any are read. Returns False when
+    `stop` cut the walk short (nothing is marked missing then)."""
+    from catalogcap.products.sidecar import SUFFIX, sidecar_keys, sync_images
 
+    with engine.connect() as connection:  # Core rows, not ORM objects: a few columns of every known file
+        known = {row[0]: row[1:] for row in connection.execute(
+            sa.select(AssetPath.path, AssetPath.id, AssetPath.size, AssetPath.mtime_ns, AssetPath.asset_id)
+            .where(*_under(engine, root), col(AssetPath.missing).is_(False))).all()}
+        # assets that cannot be unchanged without a look (a store from before picture ids: learn it),
+        # and the reasons of rejected ones (few of either; no join over every path)
+        unidentified = set(connection.execute(sa.select(Asset.id).where(col(Asset.content_id).is_(None))).scalars())
+        rejected = dict(connection.execute(sa.select(Asset.id, Asset.error).where(Asset.state == "rejected")).all())
+    sidecar_dirs = {key[len("sidecar:"):].rsplit(os.sep, 1)[0] for key in sidecar_keys(engine)}
+    wanted, unwanted = _globs(tuple(settings.watch.include), tuple(settings.watch.ignore))
+    registered: list[tuple[Path, int]] = []  # images whose sidecars (NAME.json) are read after the walk
+    still: list[int] = []  # path ids of unchanged files, for one bulk `last_seen`
+    found = unchanged = 0
+    asset_ids = report.asset_ids
+    stat_file, is_reg = os.stat, stat_module.S_ISREG
+    stopped = False
 
-def _register_chunk(engine: Engine, paths: list[Path], settings: Settings,
-                    stop: threading.Event | None = None) -> Iterator[Registered]:
-    """Register a chunk of walked files, comparing them with the store in bulk: one query
-    loads what the store knows of all of them, files whose size and mtime still match (and
-    whose picture id is known) are unchanged without a transaction of their own (their
-    `last_seen` is refreshed by one UPDATE for the chunk), and only the others go through
-    `register_file`. A rescan of an unchanged catalog costs a stat per file and two
-    statements per chunk, instead of three queries and a transaction per file."""
-    paths = [path if path.is_absolute() else path.absolute() for path in paths]
-    names = [str(path) for path in paths]
-    with read_session(engine) as session:
-        known = {row[0]: row[1:] for row in session.execute(
-            sa.select(AssetPath.path, AssetPath.id, AssetPath.size, AssetPath.mtime_ns, AssetPath.asset_id,
-                      sa.case((Asset.state == "rejected", Asset.error), else_=None))
-            .join(Asset, Asset.id == AssetPath.asset_id)
-            .where(col(AssetPath.path).in_([n for n, p in zip(names, paths) if utf8_name(p)]),
-                   col(AssetPath.missing).is_(False), col(Asset.content_id).is_not(None))).all()}
-    still: list[int] = []
-    for path, name in zip(paths, names):
+    def report_error(exc: OSError) -> None:
+        unreadable(Path(exc.filename or root), exc)
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=report_error):
         if stop is not None and stop.is_set():
+            stopped = True
             break
-        row = known.get(name)
-        if row is not None:
-            path_id, size, mtime_ns, asset_id, error = row
-            try:
-                stat = os.stat(name)
-            except OSError:
-                stat = None
-            if (stat is not None and stat_module.S_ISREG(stat.st_mode)
-                    and stat.st_size == size and stat.st_mtime_ns == mtime_ns):
-                still.append(path_id)
-                yield Registered(path, "unchanged", asset_id, error)  # a rejected asset's reason, else None
-                continue
-        yield register_file(engine, path, settings)
-    if still:
-        now = utcnow()
-        with write_session(engine) as session:
-            session.execute(sa.update(AssetPath).where(col(AssetPath.id).in_(still)).values(last_seen=now))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        folder = dirpath if dirpath.endswith(os.sep) else dirpath + os.sep
+        names = [name for name in sorted(filenames) if wanted.match(lower := name.lower()) is not None
+                 and (unwanted is None or unwanted.match(lower) is None)]
+        if not names:
+            continue
+        sidecars = dirpath in sidecar_dirs or any(name.endswith(SUFFIX) for name in filenames)
+        done = 0
+        for name in names:
+            path_name = folder + name
+            row = known.pop(path_name, None)
+            if row is not None and row[3] not in unidentified:
+                path_id, size, mtime_ns, asset_id = row
+                try:
+                    stat = stat_file(path_name)
+                except OSError:
+                    stat = None
+                if stat is not None and is_reg(stat.st_mode) and stat.st_size == size and stat.st_mtime_ns == mtime_ns:
+                    still.append(path_id)
+                    unchanged += 1
+                    asset_ids.add(asset_id)
+                    if sidecars:
+                        registered.append((Path(path_name), asset_id))
+                    if progress is not None and progress_unchanged:  # a rejected asset's reason, else None
+                        progress(Registered(Path(path_name), "unchanged", asset_id, rejected.get(asset_id)))
+                    done += 1
+                    continue
+            if stop is not None and stop.is_set():
+                stopped = True
+                break
+            item = register_file(engine, Path(path_name), settings)
+            report.add(item)
+            if sidecars and item.asset_id is not None and item.outcome not in ("rejected", "vanished"):
+                registered.append((item.path, item.asset_id))
+            if progress is not None:
+                progress(item)
+            done += 1
+        found += done
+        if advance is not None and done:
+            advance(done)
+        if stopped:
+            break
+    report.found += found
+    report.outcomes["unchanged"] += unchanged
+    _touch(engine, still)
+    if stopped:
+        return False
+    sync_images(engine, registered, settings)
+    # live paths below `root` the walk did not see: gone, or not (an unreadable folder, now ignored)
+    report.missing += _mark_gone(engine, [(row[0], path, row[3]) for path, row in known.items()])
+    return True
+
+
+def _touch(engine: Engine, path_ids: list[int]) -> None:
+    """`last_seen` of unchanged files, in a few statements for the whole walk."""
+    if not path_ids:
+        return
+    now = utcnow()
+    with write_session(engine) as session:
+        for start in range(0, len(path_ids), LAST_SEEN_BULK):  # ids from the store: integers, written inline
+            ids = ",".join(str(int(path_id)) for path_id in path_ids[start:start + LAST_SEEN_BULK])
+            table = AssetPath.__table__  # Core: nothing in the session to synchronise
+            session.execute(sa.update(table).where(sa.text(f"asset_paths.id IN ({ids})")).values(last_seen=now))

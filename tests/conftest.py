@@ -23,7 +23,7 @@ POSTGRES_CORE = {"test_store.py", "test_watch.py", "test_api_http.py", "test_wor
                  "test_consistency.py", "test_lifecycle.py", "test_review_decisions.py", "test_review_queue.py",
                  "test_services.py", "test_plugins.py", "test_review_spreadsheet.py", "test_review_stats.py",
                  "test_read_ahead.py", "test_captions_paging.py", "test_export_human.py", "test_training_policy.py",
-                 "test_webhook.py", "test_review_writer.py", "test_review_app.py"}
+                 "test_webhook.py", "test_review_writer.py", "test_review_app.py", "test_intake_scale.py"}
 BACKENDS = ("sqlite", "postgresql")
 
 

@@ -56,7 +56,7 @@ def backfill(app: App, folders: tuple[Path, ...], pending: bool, engine_name: st
             from catalogcap.intake import scan
 
             task = progress.add_task("registering", total=None)
-            report = scan(engine, roots, settings, progress=lambda item: progress.advance(task))
+            report = scan(engine, roots, settings, advance=lambda count: progress.advance(task, count))
             if report.unreadable_folders:
                 for item in report.unreadable_folders:
                     app.err.print(f"warning: {item['path']}: {item['reason']}", markup=False, highlight=False)

@@ -47,7 +47,7 @@ def scan(app: App, folders: tuple[Path, ...], as_json: bool, no_caption: bool) -
     show = not as_json and app.err.is_terminal
     with _progress(app, show) as progress:
         task = progress.add_task("registering", total=None)
-        report = scan_folders(engine, folders, settings, progress=lambda item: progress.advance(task))
+        report = scan_folders(engine, folders, settings, advance=lambda count: progress.advance(task, count))
         progress.update(task, total=report.found, completed=report.found)
         captioned = 0
         rejections = list(report.rejections)

@@ -146,7 +146,8 @@ class Daemon:
         recovered = recover_stale(self.engine)
         if recovered:
             log.info("requeued %d job(s) left running by a previous process", recovered)
-        report = scan(self.engine, self.folders, self.settings, progress=self._reconciled, stop=self.stop_event)
+        report = scan(self.engine, self.folders, self.settings, progress=self._reconciled, stop=self.stop_event,
+                      progress_unchanged=False)  # only rejections are logged
         for folder in report.unreadable_folders:
             log.warning("%s: %s", folder["path"], folder["reason"])
         log.info("reconciled %d file(s): %s, %d missing", report.found,
