@@ -16,14 +16,15 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus" / "pillow-images"
 
 # The modules that also run on PostgreSQL when the switch asks for it (store, queue, API, watch,
-# workers, products, review, services, plugins, webhook outbox); everything runs on SQLite. A test
+# workers, products, review, services, plugins, webhook outbox, training); everything runs on SQLite. A test
 # pinned to SQLite's own behaviour (its write lock, EXPLAIN QUERY PLAN, its SQL) is `sqlite_only`.
 POSTGRES_CORE = {"test_store.py", "test_watch.py", "test_api_http.py", "test_workers.py", "test_pg.py",
                  "test_products_import.py", "test_products_intake.py", "test_api_products.py",
                  "test_consistency.py", "test_lifecycle.py", "test_review_decisions.py", "test_review_queue.py",
                  "test_services.py", "test_plugins.py", "test_review_spreadsheet.py", "test_review_stats.py",
                  "test_read_ahead.py", "test_captions_paging.py", "test_export_human.py", "test_training_policy.py",
-                 "test_webhook.py", "test_review_writer.py", "test_review_app.py", "test_intake_scale.py"}
+                 "test_webhook.py", "test_review_writer.py", "test_review_app.py", "test_intake_scale.py",
+                 "test_training.py"}
 BACKENDS = ("sqlite", "postgresql")
 
 

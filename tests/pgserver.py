@@ -107,3 +107,16 @@ class Server:
         finally:
             admin.dispose()
         return self.url(name)
+
+    def clone_database(self, url: str, prefix: str = "t") -> str:
+        """A fresh database holding a copy of the one `url` names (CREATE DATABASE ... TEMPLATE,
+        a file copy: nothing may be connected to the source); returns its URL."""
+        source = sa.engine.make_url(url).database
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        admin = sa.create_engine(self.url(), isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+        finally:
+            admin.dispose()
+        return self.url(name)

@@ -209,6 +209,17 @@ def test_review_decisions_keep_model_text_and_detect_conflicts(engine) -> None:
         assert (desc.text, desc.adapter_id, desc.version) == ("Other.", "a1", 2)
 
 
+def test_json_columns_store_a_non_finite_float_as_null(engine) -> None:
+    """A diverged loss (NaN) or an unbounded value in a round's metrics is stored as null on every
+    backend; PostgreSQL's json type refused the whole row (and so the round's end)."""
+    metrics = {"train": {"final_loss": float("nan")}, "gate_interval": [float("-inf"), 1.5], "steps": 3}
+    with write_session(engine) as session:
+        session.add(models.TrainingRun(id="run-nan", metrics=metrics))
+    with read_session(engine) as session:
+        stored = session.get(models.TrainingRun, "run-nan").metrics
+    assert stored == {"train": {"final_loss": None}, "gate_interval": [None, 1.5], "steps": 3}
+
+
 def test_a_file_renamed_before_its_turn_is_captioned_under_its_new_name(settings, engine, photos: Path) -> None:
     """The daemon marks the old name missing at once; if the worker reaches the job before the
     new name is stable, the job has no file. That must not reject the image for good."""

@@ -14,6 +14,8 @@ to which file and what to do; the URL is always shown with its password hidden.
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -133,6 +135,24 @@ def _up_to_date(engine: Engine) -> bool:
     return [row[0] for row in rows] == [numbered_head()]
 
 
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def json_serializer(value: Any) -> str:
+    """The text of a JSON column, the same on every backend: a float that is not finite (a
+    diverged training loss, a metric of nothing) is written as null. PostgreSQL's json type
+    refuses NaN and Infinity (JSON has no such values), so a round whose metrics held one
+    failed there while SQLite stored it."""
+    return json.dumps(_finite(value), allow_nan=False)
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
     dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _sqlite_begin)
     cursor = dbapi_conn.cursor()
@@ -156,7 +176,7 @@ def create_store_engine(url: str, *, migrate: bool = True) -> Engine:
         raise StoreError(f"database URL {redact.database_url(url)} is not a valid SQLAlchemy URL"
                          " (dialect+driver://user:password@host:port/database; percent-encode special"
                          " characters of the password)") from None
-    kwargs: dict = {"pool_pre_ping": True}
+    kwargs: dict = {"pool_pre_ping": True, "json_serializer": json_serializer}
     if engine_url.get_backend_name() == "sqlite":
         if engine_url.database and engine_url.database != ":memory:":
             file = Path(engine_url.database).expanduser()
