@@ -141,6 +141,38 @@ def test_adapters_promote_rollback_and_delete_tell_the_plugins(home: Path, engin
     assert "does not exist (or was deleted)" in run("adapters", "promote", "a2", code=1)
 
 
+def test_concurrent_promotions_leave_one_active_adapter(home: Path, engine, settings) -> None:
+    """Two processes promoting at the same moment (a nightly round and an operator, two hosts on
+    one PostgreSQL): whichever commits last wins, and exactly one adapter is active after each
+    race. Under PostgreSQL's read committed, each transaction would otherwise retire the
+    active row it saw and both set their own adapter active."""
+    import threading
+
+    races = 12
+    for n in range(2 * races):
+        _adapter(engine, home, f"c{n}", settings.model)
+    for race in range(races):
+        start = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def promote(adapter_id: str) -> None:
+            try:
+                start.wait(10)
+                registry.promote(engine, adapter_id, reason="race")
+            except BaseException as exc:  # the assertion below names it
+                errors.append(exc)
+
+        threads = [threading.Thread(target=promote, args=(f"c{2 * race + k}",)) for k in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not errors, errors
+        with read_session(engine) as session:
+            active = session.exec(select(Adapter).where(Adapter.state == "active")).all()
+        assert [a.id for a in active] in ([f"c{2 * race}"], [f"c{2 * race + 1}"]), [a.id for a in active]
+
+
 def test_an_adapter_of_another_base_model_is_refused(home: Path, engine, settings, heard: Recorder) -> None:
     _adapter(engine, home, "foreign", "Other/model")
     out = run("adapters", "promote", "foreign", code=1)

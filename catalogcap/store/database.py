@@ -35,6 +35,7 @@ BUSY_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_S = 5
 _migrate_lock = threading.Lock()
 MIGRATION_LOCK_KEY = 0x6361_7463_6170  # pg_advisory_lock key of schema upgrades ("catcap")
+ADAPTERS_LOCK_KEY = 0x6361_7463_6164  # changes of which adapter is active ("catcad")
 RECOVERY_HINT = ("stop every catalogcap process, copy the file aside, then recover what can be read:"
                  " `sqlite3 {path} .recover | sqlite3 {path}.recovered` and move the recovered file into"
                  " place (README: \"Backups and recovery\")")
@@ -282,6 +283,16 @@ def write_session(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def serialize(session: Session, key: int) -> None:
+    """Make the rest of `session`'s transaction run one at a time with every other transaction that
+    calls this with `key`. SQLite's write sessions already do (BEGIN IMMEDIATE); PostgreSQL
+    takes a transaction-level advisory lock, released at commit or rollback. For changes that
+    read and then write a set of rows (which adapter is active), where row locks alone do not
+    keep two transactions from each deciding on a snapshot the other is changing."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection().exec_driver_sql(f"SELECT pg_advisory_xact_lock({int(key)})")
 
 
 @contextlib.contextmanager

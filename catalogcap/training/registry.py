@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from catalogcap.errors import CatalogcapError, NotFound
-from catalogcap.store.database import read_session, write_session
+from catalogcap.store.database import ADAPTERS_LOCK_KEY, read_session, serialize, write_session
 from catalogcap.store.models import Adapter, utcnow
 
 META_NAME = "catalogcap-adapter.json"
@@ -79,6 +79,7 @@ def promote(engine: Engine, adapter_id: str, *, reason: str, manual: bool = Fals
     """Make `adapter_id` the active adapter, retiring the current one, in one transaction."""
     now = utcnow()
     with write_session(engine) as session:
+        serialize(session, ADAPTERS_LOCK_KEY)  # at most one active adapter, on PostgreSQL too
         adapter = session.get(Adapter, adapter_id)
         if adapter is None or adapter.state == "deleted":
             raise NotFound(f"adapter {adapter_id} does not exist (or was deleted)")
@@ -98,6 +99,7 @@ def promote(engine: Engine, adapter_id: str, *, reason: str, manual: bool = Fals
 
 def reject(engine: Engine, adapter_id: str, reason: str) -> None:
     with write_session(engine) as session:
+        serialize(session, ADAPTERS_LOCK_KEY)  # at most one active adapter, on PostgreSQL too
         adapter = session.get(Adapter, adapter_id)
         if adapter is not None and adapter.state == "candidate":
             adapter.state = "rejected"
@@ -114,6 +116,7 @@ def rollback(engine: Engine) -> Rollback:
     """Reactivate the adapter that was active before the current one (none: the base model)."""
     now = utcnow()
     with write_session(engine) as session:
+        serialize(session, ADAPTERS_LOCK_KEY)  # at most one active adapter, on PostgreSQL too
         current = session.exec(select(Adapter).where(Adapter.state == "active")).first()
         if current is None:
             raise CatalogcapError("no adapter is active; nothing to roll back")
@@ -135,6 +138,7 @@ def rollback(engine: Engine) -> Rollback:
 def delete(engine: Engine, adapter_id: str) -> Adapter:
     """Remove an adapter's files; its row stays (state deleted) so old captions stay traceable."""
     with write_session(engine) as session:
+        serialize(session, ADAPTERS_LOCK_KEY)
         adapter = session.get(Adapter, adapter_id)
         if adapter is None:
             raise NotFound(f"adapter {adapter_id} does not exist")
