@@ -115,11 +115,14 @@ def store(db_backend, request, tmp_path, monkeypatch):
     engine.dispose()
 
 
-def _promote(captioned_home: tuple, dest: Path, pg_server=None):
-    """The captioned catalog, reviewed toward the house style, after one promoted round."""
+def _promote(captioned_home: tuple, dest: Path, pg_server=None, **training: str):
+    """The captioned catalog, reviewed toward the house style, after one promoted round (with the
+    defaults, or the `training` settings given)."""
     home, truth, url = captioned_home
     mp = pytest.MonkeyPatch()
     try:
+        for key, value in training.items():
+            mp.setenv(f"CATALOGCAP_TRAINING__{key.upper()}", value)
         settings, engine = _copy_home(home, dest, mp, url, pg_server)
         review_toward_house(engine, truth, share=REVIEWED)
         heard: list[str] = []  # what plugins are told: the promotion, once, after it is in the store
@@ -139,7 +142,10 @@ def promoted(captioned, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def promoted_pg(captioned_pg, tmp_path_factory, pg_server):
-    return _promote(captioned_pg, tmp_path_factory.mktemp("promoted-pg") / "home", pg_server)
+    # what is tested on PostgreSQL is the store's side of a promoted round, not what the defaults
+    # learn (the SQLite round does that): one learning rate and a short fixed budget
+    return _promote(captioned_pg, tmp_path_factory.mktemp("promoted-pg") / "home", pg_server,
+                    lr="0.003", max_steps="120")
 
 
 @pytest.fixture
