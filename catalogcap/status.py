@@ -25,13 +25,13 @@ def store_status(engine: Engine) -> dict[str, Any]:
         missing = session.execute(
             select(sa.func.count()).select_from(Asset).where(col(Asset.missing_since).is_not(None))
         ).scalar_one()
-        adapter = session.exec(select(Adapter).where(Adapter.state == "active")).first()
+        adapter = session.exec(select(Adapter).where(Adapter.state == "active").limit(1)).first()
         since = utcnow() - timedelta(minutes=5)
         recent = session.execute(
             select(sa.func.count()).select_from(Job).where(Job.state == "done", Job.finished_at >= since)
         ).scalar_one()
         last_error = session.exec(
-            select(Job).where(col(Job.last_error).is_not(None)).order_by(col(Job.updated_at).desc())
+            select(Job).where(col(Job.last_error).is_not(None)).order_by(col(Job.updated_at).desc()).limit(1)
         ).first()
         return {
             "assets": assets,

@@ -28,7 +28,6 @@ from catalogcap.settings import Settings
 from catalogcap.store.database import read_session, write_session
 from catalogcap.store.models import WorkerRow, utcnow
 from catalogcap.store.queue import CHANNEL, new_owner, recover_stale, release
-from catalogcap.worker import Worker
 
 log = logging.getLogger("catalogcap.workers")
 
@@ -112,6 +111,8 @@ def run(engine: Engine, settings: Settings, *, until_empty: bool = False, stop_t
         stop: threading.Event | None = None) -> RunSummary:
     """Caption queued jobs until stopped (SIGTERM/SIGINT: finish the batch in hand, up to
     `stop_timeout`, then give unfinished jobs back) or, with `until_empty`, until none is runnable."""
+    from catalogcap.worker import Worker  # here, not above: `status` lists workers without the captioner's imports
+
     stop = stop or threading.Event()
     wake = threading.Event()
     owner = new_owner("worker")

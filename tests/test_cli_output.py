@@ -102,3 +102,48 @@ def test_a_terminal_table_escapes_too(store: Path, monkeypatch) -> None:
     out = app.console.export_text()
     assert "\x1b" not in out and "\\x1b]0;pwned\\x07" in out
     assert "[bold]not markup[/bold]" in out and "second line" in out
+
+
+def test_the_builtin_command_table_names_what_each_module_registers() -> None:
+    """`BUILTIN_COMMANDS` (which module to import for a command) matches what the modules add."""
+    import importlib
+
+    import click
+
+    from catalogcap.cli import BUILTIN_COMMANDS, _command_modules
+
+    registered = {}
+    for module in _command_modules():
+        group = click.Group()
+        importlib.import_module(f"catalogcap.cli.{module}").register(group)
+        registered.update(dict.fromkeys(group.commands, module))
+    assert registered == BUILTIN_COMMANDS
+
+
+def test_status_and_captions_list_as_json_import_only_what_they_use(store: Path) -> None:
+    """The read-only JSON commands start fast on a large store (benchmarks/store_scale.py): they
+    import neither the other commands, nor the model, the review UI, the HTTP API, the migration
+    tool, the plugins or rich."""
+    heavy = {"torch", "transformers", "numpy", "PIL", "textual", "fastapi", "httpx", "alembic", "pluggy",
+             "rich", "catalogcap_webhook", "catalogcap_xmp", "catalogcap_shopify"}
+    probe = ("import json, sys\nfrom catalogcap.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n"
+             "    pass\nsys.stderr.write('\\nMODULES ' + json.dumps(sorted(sys.modules)))\n")
+    env = {**os.environ, "CATALOGCAP_HOME": str(store),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    for args in (["status", "--json"], ["captions", "list", "--json", "--limit", "2"]):
+        done = subprocess.run([sys.executable, "-c", probe, *args], env=env, capture_output=True, text=True,
+                              timeout=120, stdin=subprocess.DEVNULL)
+        assert json.loads(done.stdout), done.stderr
+        modules = set(json.loads(done.stderr.rsplit("\nMODULES ", 1)[1]))
+        assert not {name.split(".")[0] for name in modules} & heavy, args
+        commands = {name for name in modules if name.startswith("catalogcap.cli.")}
+        assert commands == {"catalogcap.cli.app", f"catalogcap.cli.{'status' if args[0] == 'status' else 'captions'}"}
+
+
+def test_plugin_commands_run_and_are_listed_from_the_command_line(home: Path) -> None:
+    """Plugin commands are loaded on demand by `catalogcap`: run by name, listed by --help."""
+    pytest.importorskip("catalogcap_webhook")
+    listed = catalogcap("--help", home=home)
+    assert listed.returncode == 0 and "webhook" in listed.stdout and "status" in listed.stdout, listed.stderr
+    helped = catalogcap("webhook", "--help", home=home)
+    assert helped.returncode == 0 and "deliver" in helped.stdout, helped.stderr

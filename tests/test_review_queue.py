@@ -103,8 +103,9 @@ def test_first_page_of_100k_pending_uses_the_index_and_no_sort(engine) -> None:
         assert any("asset_paths USING INDEX ix_asset_paths_asset_id (asset_id=?)" in d for *_, d in rows), rows
     count_plan = plan(engine, queue.sa.select(queue.sa.func.count()).select_from(queue._captions).where(
         *queue._conditions(Filters(), None)))
-    # the count reads the (state, kind, id) index and checks each caption's image for a live path by asset_id
-    assert any("USING INDEX ix_captions_state_kind_id" in d for *_, d in count_plan), count_plan
+    # the count reads the (state, asset_id) index alone (migration 0009; before it, (state, kind, id) and
+    # each caption's row) and checks each caption's image for a live path by asset_id
+    assert any("USING COVERING INDEX ix_captions_state_asset_id (state=?)" in d for *_, d in count_plan), count_plan
     assert any("asset_paths USING INDEX ix_asset_paths_asset_id (asset_id=?)" in d for *_, d in count_plan), \
         count_plan
     with read_session(engine) as session:

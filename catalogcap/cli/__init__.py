@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import importlib
-import pkgutil
 import sqlite3
 import sys
 from typing import Any
@@ -31,8 +30,54 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
     return parsed
 
 
+# Each built-in command (or group) and the module of this package whose `register(cli)` adds
+# it. A command is imported only when it is run, so `status` or `captions list` does not
+# pay for the imports of the others (the model, the review UI, the HTTP API...); a test
+# checks this table against what each module registers.
+BUILTIN_COMMANDS = {
+    "adapters": "train", "backfill": "backfill", "caption": "scan", "captions": "captions", "config": "setup",
+    "demo": "demo", "export": "plugins", "init": "setup", "jobs": "status", "plugins": "plugins",
+    "products": "products", "recaption": "train", "review": "review", "scan": "scan", "serve": "api",
+    "status": "status", "tokens": "api", "train": "train", "watch": "watch", "worker": "worker",
+}
+
+
 class CatalogcapGroup(click.Group):
-    """Turns user-fixable errors into one line on stderr and exit code 1."""
+    """Turns user-fixable errors into one line on stderr and exit code 1. Built-in commands are
+    imported on first use; plugin commands are loaded only when asked for (`load_plugins`, set by
+    `main`) and a name is no built-in one, or when every command is listed (`--help`)."""
+
+    load_plugins = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._registered: set[str] = set()
+        self._plugins_added = False
+
+    def _register(self, module: str) -> None:
+        if module not in self._registered:
+            self._registered.add(module)
+            importlib.import_module(f"catalogcap.cli.{module}").register(self)
+
+    def _add_plugins(self) -> None:
+        if self.load_plugins and not self._plugins_added:
+            self._plugins_added = True
+            add_plugin_commands(self)
+            for module in self._registered:  # a plugin's command never replaces a built-in one
+                importlib.import_module(f"catalogcap.cli.{module}").register(self)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in BUILTIN_COMMANDS:
+            self._register(BUILTIN_COMMANDS[cmd_name])
+        elif cmd_name not in self.commands:
+            self._add_plugins()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugins()
+        for module in sorted(set(BUILTIN_COMMANDS.values())):
+            self._register(module)  # after the plugins: a built-in name stays the built-in command
+        return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -81,11 +126,9 @@ def cli(ctx: click.Context, home, model, device, dtype, batch_size, database_url
 
 def _command_modules() -> list[str]:
     """Every module of this package that defines `register(cli)`: one per command group."""
+    import pkgutil
+
     return sorted(info.name for info in pkgutil.iter_modules(__path__) if info.name != "app")
-
-
-for _name in _command_modules():
-    importlib.import_module(f"catalogcap.cli.{_name}").register(cli)
 
 
 def add_plugin_commands(group: click.Group) -> None:
@@ -101,7 +144,7 @@ def add_plugin_commands(group: click.Group) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    add_plugin_commands(cli)
+    cli.load_plugins = True  # plugin commands on demand: a built-in command does not load the plugins
     cli.main(args=argv, prog_name="catalogcap")
 
 

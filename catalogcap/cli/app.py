@@ -13,15 +13,15 @@ import logging
 import sys
 from collections.abc import Iterable, Sequence
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from catalogcap.settings import Settings, load_settings
 from catalogcap.terminal import printable
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class App:
@@ -30,9 +30,20 @@ class App:
 
     def __init__(self, overrides: dict[str, Any]) -> None:
         self.overrides = overrides
-        # soft_wrap in a pipe: a long line stays one line (rich would wrap it at 80 columns)
-        self.console = Console(highlight=False, soft_wrap=not sys.stdout.isatty())
-        self.err = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
+
+    # The consoles are made on first use: rich is not imported by a command that prints JSON.
+    # soft_wrap in a pipe: a long line stays one line (rich would wrap it at 80 columns)
+    @cached_property
+    def console(self) -> Console:
+        from rich.console import Console
+
+        return Console(highlight=False, soft_wrap=not sys.stdout.isatty())
+
+    @cached_property
+    def err(self) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
 
     @cached_property
     def settings(self) -> Settings:
@@ -59,6 +70,9 @@ class App:
             lines = ([list(columns)] if header else []) + rows
             click.echo("".join("\t".join(line) + "\n" for line in lines), nl=False)
             return
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(title=printable(title) if title else None, show_header=header)
         for name in columns:
             table.add_column(name, overflow="fold", justify="right" if name in right else "left")

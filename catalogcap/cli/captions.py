@@ -71,8 +71,7 @@ def list_(app: App, state: str | None, kind: str | None, search: str | None, wit
                     ", ".join(str(w.get("code")) for w in row.warnings)) for row in rows],
                   title=f"{len(rows)} captions")
     if more:  # on stderr: a pipe or a JSON reader gets the page alone
-        app.err.print(f"more captions follow: --after {rows[-1].id} for the next page, --all for every one",
-                      markup=False, highlight=False)
+        click.echo(f"more captions follow: --after {rows[-1].id} for the next page, --all for every one", err=True)
 
 
 def _stream_all(app: App, *, after_id: int, as_json: bool, **filters) -> None:

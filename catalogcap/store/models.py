@@ -267,3 +267,10 @@ class OutboxRow(SQLModel, table=True):
 sa.Index("ix_captions_updated_at_id", Caption.__table__.c.updated_at, Caption.__table__.c.id)
 sa.Index("ix_jobs_finished_at_id", Job.__table__.c.finished_at, Job.__table__.c.id)
 sa.Index("ix_asset_paths_asset_id_missing", AssetPath.__table__.c.asset_id, AssetPath.__table__.c.missing)
+# status's counts, each read from an index alone (migration 0009)
+sa.Index("ix_captions_state_asset_id", Caption.__table__.c.state, Caption.__table__.c.asset_id)
+sa.Index("ix_jobs_state_finished_at", Job.__table__.c.state, Job.__table__.c.finished_at)
+sa.Index("ix_jobs_errors_updated_at", Job.__table__.c.updated_at,
+         sqlite_where=sa.text("last_error IS NOT NULL"), postgresql_where=sa.text("last_error IS NOT NULL"))
+sa.Index("ix_assets_missing_since", Asset.__table__.c.missing_since,
+         sqlite_where=sa.text("missing_since IS NOT NULL"), postgresql_where=sa.text("missing_since IS NOT NULL"))
