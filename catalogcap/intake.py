@@ -375,6 +375,7 @@ def register_file(engine: Engine, path: Path, settings: Settings, *,
 
 
 HASH_THREADS = 4  # files read at once by a bulk registration (hashing releases the GIL)
+RACES = ("40P01", "40001")  # PostgreSQL deadlock_detected, serialization_failure
 
 
 class _Conflict(Exception):
@@ -449,6 +450,12 @@ def register_new(engine: Engine, paths: list[Path], settings: Settings) -> list[
             written = _insert_new(session, hashed, read, settings)
     except (_Conflict, sa.exc.IntegrityError):
         return results  # another scanner (or the daemon) got there first: all of it one by one
+    except sa.exc.DBAPIError as exc:
+        # PostgreSQL: two scanners inserting the same new bytes in other orders (a deadlock), or a
+        # serialization failure: rolled back whole, so the per-file path takes the chunk as well
+        if getattr(exc.orig, "sqlstate", None) not in RACES:
+            raise
+        return results
     for index, item in written.items():
         results[index] = item
     return results

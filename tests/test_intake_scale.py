@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from catalogcap.intake import BULK, scan
@@ -260,3 +261,31 @@ def test_a_chunk_that_hits_a_unique_constraint_is_rolled_back_whole_and_goes_fil
     monkeypatch.undo()
     report = scan(engine, [root], settings)
     assert (report.outcomes["new"], report.outcomes["unchanged"]) == (5, 1) and len(_rows(engine)[0]) == 6
+
+
+def test_a_chunk_that_deadlocks_with_another_scanner_goes_file_by_file(
+        engine, settings, tmp_path: Path, monkeypatch) -> None:
+    from catalogcap import intake
+
+    root = tmp_path / "catalog"
+    for n in range(4):
+        make_image(root / f"p{n}.png", (n * 40, 20, 90), size=(10, 10))
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"  # PostgreSQL's deadlock_detected: two chunks inserting the same bytes in other orders
+
+    def deadlocked(*_args):
+        raise sa.exc.OperationalError("INSERT INTO assets ...", {}, Deadlock())
+
+    monkeypatch.setattr(intake, "_insert_new", deadlocked)
+    assert intake.register_new(engine, sorted(root.iterdir()), settings) == [None] * 4
+    report = scan(engine, [root], settings)  # each chunk left to register_file
+    assert report.outcomes["new"] == 4 and len(_rows(engine)[2]) == 4
+
+    def broken(*_args):
+        raise sa.exc.OperationalError("INSERT INTO assets ...", {}, OSError("disk I/O error"))
+
+    monkeypatch.setattr(intake, "_insert_new", broken)
+    make_image(root / "p9.png", "black", size=(10, 10))
+    with pytest.raises(sa.exc.OperationalError):  # any other database error is not hidden
+        scan(engine, [root], settings)
