@@ -289,3 +289,41 @@ def test_a_chunk_that_deadlocks_with_another_scanner_goes_file_by_file(
     make_image(root / "p9.png", "black", size=(10, 10))
     with pytest.raises(sa.exc.OperationalError):  # any other database error is not hidden
         scan(engine, [root], settings)
+
+
+def test_two_scanners_registering_the_same_new_folder_at_once_make_each_asset_once(
+        engine, settings, tmp_path: Path) -> None:
+    import shutil
+    import threading
+
+    from catalogcap.store.database import create_store_engine
+
+    root = tmp_path / "catalog"
+    for n in range(40):
+        make_image(root / f"d{n % 4}" / f"p{n:02d}.png", (n * 6, 30, 60), size=(10, 10))
+    (root / "copies").mkdir()
+    for n in range(0, 40, 4):  # byte-identical copies in another folder
+        shutil.copyfile(root / f"d{n % 4}" / f"p{n:02d}.png", root / "copies" / f"c{n:02d}.png")
+    reports, errors = [], []
+    start = threading.Barrier(2)
+
+    def scanner() -> None:
+        other = create_store_engine(settings.db_url)
+        try:
+            start.wait()
+            reports.append(scan(other, [root], settings))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            other.dispose()
+
+    threads = [threading.Thread(target=scanner) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    assets, paths, jobs = _rows(engine)
+    assert len(paths) == 50 and len(assets) == 40 and sorted(a for a, _ in jobs) == sorted(a for a, _, _ in assets)
+    assert all(report.found == 50 and report.outcomes["rejected"] == 0 for report in reports)
+    assert sum(report.outcomes["new"] for report in reports) == 40  # each asset new to one of them only
