@@ -1,17 +1,21 @@
 """Intake at catalog scale: files/s of a first registration (`scan --queue-only`) and of a
 rescan of unchanged files, beside the per-file path earlier versions took and a bare walk.
 
-    python benchmarks/rescan.py [--files 20000] [--files 200000] [--per-file-max 20000] [--first-max 20000]
-                                [--repeat 3] [--json]
+    python benchmarks/rescan.py [--files 20000] [--files 200000] [--per-file-max 20000] [--first-max 200000]
+                                [--first-per-file-max 2000] [--repeat 3] [--json]
 
 Sizes default to 20,000 and 200,000 files. For each size, in one process on a temporary
 SQLite store:
 
 - walk: the bare floor, a recursive `os.scandir` + `stat` of every file (nothing else);
 - first: `catalogcap.intake.scan` of the new files (fingerprint, header probe, picture id,
-  asset, path and job rows), as `scan --queue-only` does; only up to `--first-max` files
-  (one file at a time, about 100-140 files/s on 2 cores: 200,000 would take half an hour
-  or more), above it the store is filled with the same asset and path rows by direct inserts;
+  asset, path and job rows, in chunks of 500 per transaction), as `scan --queue-only` does;
+  only up to `--first-max` files, above it the store is filled with the same asset and path
+  rows by direct inserts;
+- first_per_file: the first registration through `register_file` once per file (what `scan`
+  did before the bulk path: one transaction and about 14 statements per file), of the first
+  `--first-per-file-max` files (default 2,000; 100-140 files/s on 2 cores) into another store,
+  the baseline of first;
 - rescan: `scan` again with nothing changed (the daemon's reconcile at every start): one
   query for what the store knows below the folder, a stat per file, one bulk `last_seen`;
 - per_file: the same rescan through `register_file` once per file (what `scan` did before
@@ -89,7 +93,7 @@ def _fill_store(engine, root: Path) -> None:
                 connection.execute(sa.insert(table), rows[start:start + 10_000])
 
 
-def measure(count: int, *, per_file_max: int = 20_000, first_max: int = 20_000,
+def measure(count: int, *, per_file_max: int = 20_000, first_max: int = 200_000, first_per_file_max: int = 2_000,
             repeat: int = 3) -> dict[str, float | None]:
     from catalogcap.intake import iter_images, register_file, scan
     from catalogcap.settings import Settings
@@ -100,6 +104,17 @@ def measure(count: int, *, per_file_max: int = 20_000, first_max: int = 20_000,
         home.mkdir()
         _write_files(root, count)
         settings = Settings(home=home)
+        first_per_file_n, first_per_file_s = min(count, first_per_file_max), None
+        if first_per_file_n:  # the baseline, in a store of its own
+            (Path(tmp) / "home-per-file").mkdir()
+            baseline = Settings(home=Path(tmp) / "home-per-file")
+            baseline_engine = create_store_engine(baseline.db_url)
+            paths = [path for _, path in zip(range(first_per_file_n), iter_images(root, baseline))]
+            started = time.perf_counter()
+            outcomes = [register_file(baseline_engine, path, baseline).outcome for path in paths]
+            first_per_file_s = time.perf_counter() - started
+            assert outcomes.count("new") == first_per_file_n, outcomes
+            baseline_engine.dispose()
         engine = create_store_engine(settings.db_url)
         first_s = None
         if count <= first_max:
@@ -128,7 +143,11 @@ def measure(count: int, *, per_file_max: int = 20_000, first_max: int = 20_000,
         engine.dispose()
     return {"files": count, "walk_files_s": round(count / walk),
             "first_files_s": round(count / first_s) if first_s else None,
-            "first_s": round(first_s, 1) if first_s else None, "rescan_files_s": round(count / rescan_s),
+            "first_s": round(first_s, 1) if first_s else None,
+            "first_per_file_files_s": round(first_per_file_n / first_per_file_s) if first_per_file_s else None,
+            "first_vs_per_file": round(first_per_file_s / first_per_file_n * count / first_s, 1)
+            if first_s and first_per_file_s else None,
+            "rescan_files_s": round(count / rescan_s),
             "rescan_s": round(rescan_s, 3), "walk_s": round(walk, 3),
             "per_file_rescan_files_s": round(count / per_file_s) if per_file_s else None,
             "rescan_vs_per_file": round(per_file_s / rescan_s, 1) if per_file_s else None,
@@ -140,13 +159,16 @@ def main() -> None:
     parser.add_argument("--files", type=int, action="append", help="catalog size (repeatable; default 20000, 200000)")
     parser.add_argument("--per-file-max", type=int, default=20_000,
                         help="largest size the slow per-file baseline runs at (default 20000)")
-    parser.add_argument("--first-max", type=int, default=20_000,
-                        help="largest size the first registration is timed at (default 20000); above it the "
+    parser.add_argument("--first-max", type=int, default=200_000,
+                        help="largest size the first registration is timed at (default 200000); above it the "
                              "store is filled by direct inserts")
+    parser.add_argument("--first-per-file-max", type=int, default=2_000,
+                        help="files the per-file first registration baseline registers (default 2000; 0: none)")
     parser.add_argument("--repeat", type=int, default=3, help="walks and rescans per size, fastest kept (default 3)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    results = [measure(n, per_file_max=args.per_file_max, first_max=args.first_max, repeat=args.repeat)
+    results = [measure(n, per_file_max=args.per_file_max, first_max=args.first_max,
+                       first_per_file_max=args.first_per_file_max, repeat=args.repeat)
                for n in (args.files or [20_000, 200_000])]
     if args.json:
         print(json.dumps(results, indent=2))
@@ -156,6 +178,9 @@ def main() -> None:
                     "target >= 20)" if r["per_file_rescan_files_s"] else "per-file rescan skipped (--per-file-max)")
         first = (f"first registration {r['first_files_s']:>6}/s ({r['first_s']} s)" if r["first_files_s"]
                  else "first registration skipped (--first-max)")
+        if r["first_per_file_files_s"]:
+            first += f" (per file {r['first_per_file_files_s']}/s" + (
+                f", x{r['first_vs_per_file']})" if r["first_vs_per_file"] else ")")
         print(f"{r['files']:>8} files: {first}  "
               f"rescan {r['rescan_files_s']:>7}/s  walk {r['walk_files_s']:>8}/s  {per_file}; the walk is "
               f"x{r['walk_vs_rescan']} faster than the rescan (target <= 5)")

@@ -3,7 +3,9 @@
 `register` classifies one file as new / unchanged / moved / duplicate / changed /
 rejected, writes the asset, its path and (for new bytes) a captioning job in one
 transaction. A file whose size and mtime match what the store saw last time is not even
-read again, so rescanning a large catalog costs one stat per file.
+read again, so rescanning a large catalog costs one stat per file. Files new to the store
+are registered by `register_new`, 500 at a time in one transaction of a few statements,
+with the same outcomes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 import stat as stat_module
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +31,7 @@ from catalogcap.fingerprint import content_id, fingerprint_file
 from catalogcap.settings import Settings
 from catalogcap.store.database import read_session, write_session
 from catalogcap.store.models import Asset, AssetPath, Caption, Job, utcnow
-from catalogcap.store.queue import enqueue
+from catalogcap.store.queue import enqueue, notify_queued
 
 # "metadata": the file's bytes changed but its picture did not (a metadata-only rewrite): same asset, no job
 OUTCOMES = ("new", "unchanged", "metadata", "moved", "duplicate", "changed", "rejected", "vanished")
@@ -373,6 +376,214 @@ def register_file(engine: Engine, path: Path, settings: Settings, *,
     raise AssertionError("unreachable")
 
 
+HASH_THREADS = 4  # files read at once by a bulk registration (hashing releases the GIL)
+RACES = ("40P01", "40001")  # PostgreSQL deadlock_detected, serialization_failure
+
+
+class _Conflict(Exception):
+    """Another process registered some of a chunk's paths or bytes while it was being read."""
+
+
+def _fingerprint_or_none(path: Path) -> str | None:
+    try:
+        return fingerprint_file(path)
+    except OSError:
+        return None
+
+
+def _read_new_bytes(path: Path, stat: os.stat_result, settings: Settings,
+                    fingerprint: str) -> tuple[Probe, str, str | None] | None:
+    """What `register_file` reads of a file whose bytes are new to the store: header, picture id,
+    embedded alt text; None when the file changed since it was hashed or cannot be read any
+    more (the per-file path then reads it again, or says why)."""
+    try:
+        found = (probe_file(path, settings), picture_id(path, settings, fingerprint),
+                 embedded_alt_text(path, settings.alt_text_limit))
+        after = path.stat()
+    except OSError:
+        return None
+    return found if (after.st_size, after.st_mtime_ns) == (stat.st_size, stat.st_mtime_ns) else None
+
+
+def register_new(engine: Engine, paths: list[Path], settings: Settings) -> list[Registered | None]:
+    """First registration of files whose paths the store does not know, in bulk: the files are
+    hashed (and probed, identified, their XMP alt text read) in a few threads outside any
+    transaction, then their assets, paths and jobs are inserted in a handful of statements in
+    one write transaction. The outcomes are those `register_file` gives one by one: files of
+    the same bytes (or the same picture) share one asset, the first `new` (or `rejected` with
+    its reason), the others `duplicate`. Returns one result per path, in order; None for a file
+    this path leaves to `register_file` (a path or bytes the store knows already, a file that
+    changed or vanished while read, every file of a chunk another process registered into
+    meanwhile): the caller registers those one by one afterwards."""
+    results: list[Registered | None] = [None] * len(paths)
+    candidates: list[tuple[int, Path, os.stat_result]] = []
+    for index, path in enumerate(paths):
+        path = path.absolute()
+        if not utf8_name(path):
+            results[index] = Registered(path, "rejected", None, BAD_NAME)
+            continue
+        try:
+            stat = path.stat()
+        except OSError:
+            continue  # vanished or unreadable: register_file reports it
+        if not stat_module.S_ISREG(stat.st_mode):  # never opened: a FIFO would hang the reader
+            results[index] = Registered(path, "rejected", None, NOT_REGULAR)
+            continue
+        candidates.append((index, path, stat))
+    if not candidates:
+        return results
+    threads = max(1, min(HASH_THREADS, len(candidates)))
+    with ThreadPoolExecutor(threads) as pool:
+        fingerprints = list(pool.map(_fingerprint_or_none, [path for _, path, _ in candidates]))
+        hashed = [(c, fp) for c, fp in zip(candidates, fingerprints) if fp is not None]
+        with engine.connect() as connection:  # what the store knows already goes the per-file way
+            known_paths, known_bytes = _known_of(connection, [str(c[1]) for c, _ in hashed],
+                                                 [fp for _, fp in hashed])
+        hashed = [(c, fp) for c, fp in hashed if str(c[1]) not in known_paths and fp not in known_bytes]
+        firsts: dict[str, tuple[Path, os.stat_result]] = {}
+        for (_, path, stat), fp in hashed:
+            firsts.setdefault(fp, (path, stat))
+        read = dict(zip(firsts, pool.map(lambda item: _read_new_bytes(*item[1], settings, item[0]), firsts.items())))
+    hashed = [(c, fp) for c, fp in hashed if read[fp] is not None]
+    if not hashed:
+        return results
+    try:
+        with write_session(engine) as session:
+            written = _insert_new(session, hashed, read, settings)
+    except (_Conflict, sa.exc.IntegrityError):
+        return results  # another scanner (or the daemon) got there first: all of it one by one
+    except sa.exc.DBAPIError as exc:
+        # PostgreSQL: two scanners inserting the same new bytes in other orders (a deadlock), or a
+        # serialization failure: rolled back whole, so the per-file path takes the chunk as well
+        if getattr(exc.orig, "sqlstate", None) not in RACES:
+            raise
+        return results
+    for index, item in written.items():
+        results[index] = item
+    return results
+
+
+def _known_of(connection: sa.Connection, paths: list[str], fingerprints: list[str],
+              contents: list[str] | None = None) -> tuple[set[str], set[str]]:
+    """Of `paths`, those the store has a row for (live or missing); of `fingerprints` and
+    `contents`, those an asset has (as its fingerprint; as its fingerprint or picture id)."""
+    known_paths: set[str] = set()
+    known_bytes: set[str] = set()
+    contents = contents or []
+    for start in range(0, max(len(paths), len(fingerprints), len(contents)), BULK):
+        if paths[start:start + BULK]:
+            known_paths.update(connection.execute(sa.select(AssetPath.path).where(
+                col(AssetPath.path).in_(paths[start:start + BULK]))).scalars())
+        if fingerprints[start:start + BULK]:
+            known_bytes.update(connection.execute(sa.select(Asset.fingerprint).where(
+                col(Asset.fingerprint).in_(fingerprints[start:start + BULK]))).scalars())
+        if contents[start:start + BULK]:
+            known_bytes.update(connection.execute(sa.select(Asset.content_id).where(
+                col(Asset.content_id).in_(contents[start:start + BULK]))).scalars())
+    return known_paths, known_bytes
+
+
+def _insert_new(session: Session, hashed: list[tuple[tuple[int, Path, os.stat_result], str]],
+                read: dict[str, tuple[Probe, str, str | None] | None],
+                settings: Settings) -> dict[int, Registered]:
+    """The inserts of `register_new` inside its write transaction: files still as they were hashed
+    and still unknown to the store (checked again now, under the write lock on SQLite; elsewhere
+    a concurrent insert fails the unique constraints and the caller goes file by file)."""
+    now = utcnow()
+    connection = session.connection()
+    paths = [str(c[1]) for c, _ in hashed]
+    contents = sorted({read[fp][1] for _, fp in hashed if read[fp] is not None})
+    known_paths, known_bytes = _known_of(connection, paths, sorted({fp for _, fp in hashed}), contents)
+    if known_paths or known_bytes:
+        raise _Conflict(f"{len(known_paths)} path(s), {len(known_bytes)} picture(s) registered meanwhile")
+    # group by bytes, then by picture, in walk order: the first file of a group makes the asset
+    assets: list[dict] = []
+    by_fingerprint: dict[str, int] = {}
+    by_content: dict[str, int] = {}
+    files: list[tuple[int, Path, os.stat_result, int]] = []  # index, path, stat, asset number
+    for (index, path, stat), fp in hashed:
+        try:
+            now_stat = path.stat()
+        except OSError:
+            continue  # gone meanwhile: register_file says so
+        if (now_stat.st_size, now_stat.st_mtime_ns) != (stat.st_size, stat.st_mtime_ns):
+            continue  # changed after it was read: read again one by one
+        number = by_fingerprint.get(fp)
+        if number is None:
+            probe, content, _ = read[fp]
+            number = by_content.get(content)
+            if number is None:
+                number = len(assets)
+                row = {"fingerprint": fp, "content_id": content, "size": stat.st_size, "missing_since": None,
+                       "created_at": now, "updated_at": now}
+                if isinstance(probe, images.ImageRejected):
+                    row.update(state="rejected", error=rejection_reason(probe), width=None, height=None, format=None)
+                else:
+                    row.update(state="queued", error=None, width=probe.width, height=probe.height,
+                               format=probe.format)
+                assets.append(row)
+                by_content.setdefault(content, number)
+            by_fingerprint[fp] = number
+        files.append((index, path, stat, number))
+    if not files:
+        return {}
+    asset_table, path_table = Asset.__table__, AssetPath.__table__
+    ids: dict[str, int] = {}
+    for start in range(0, len(assets), BULK):
+        rows = assets[start:start + BULK]
+        session.execute(sa.insert(asset_table), rows)
+        ids.update(session.execute(sa.select(Asset.fingerprint, Asset.id).where(
+            col(Asset.fingerprint).in_([row["fingerprint"] for row in rows]))).all())
+    asset_ids = [ids[row["fingerprint"]] for row in assets]
+    session.execute(sa.insert(path_table), [
+        {"asset_id": asset_ids[number], "path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+         "missing": False, "source_name": None, "first_seen": now, "last_seen": now}
+        for _, path, stat, number in files])
+    queued = [asset_ids[number] for number, row in enumerate(assets) if row["state"] == "queued"]
+    if queued:
+        session.execute(sa.insert(Job.__table__), [
+            {"asset_id": asset_id, "state": "pending", "attempts": 0, "last_error": None, "run_after": now,
+             "lease_owner": None, "lease_expires": None, "created_at": now, "updated_at": now,
+             "finished_at": None} for asset_id in queued])
+        notify_queued(session)
+    written: dict[int, Registered] = {}
+    made: dict[int, Path] = {}  # asset number -> the path that made it
+    for index, path, _, number in files:
+        row, asset_id = assets[number], asset_ids[number]
+        first = made.setdefault(number, path) == path
+        if row["state"] == "rejected":
+            written[index] = Registered(path, "rejected", asset_id, row["error"])
+        else:
+            written[index] = Registered(path, "new" if first else "duplicate", asset_id)
+    _import_human_alt_texts(session, [(asset_ids[number], path, read[assets[number]["fingerprint"]][2])
+                                      for number, path in made.items() if assets[number]["state"] == "queued"],
+                            settings)
+    return written
+
+
+def _import_human_alt_texts(session: Session, new: list[tuple[int, Path, str | None]], settings: Settings) -> None:
+    """`_import_human_alt_text` of many new assets (id, the path that made it, its XMP alt text):
+    one query for the product rows that may name any of them, then only those with text write."""
+    from catalogcap.products.context import fold, match_keys, merge, names_the_image, ordered
+    from catalogcap.store.captions import import_human
+    from catalogcap.store.models import Product
+
+    folded = sorted({fold(str(path)) for _, path, _ in new})
+    rows: list[Product] = []
+    for start in range(0, len(folded), BULK):
+        rows.extend(session.exec(select(Product).where(col(Product.file_folded).in_(folded[start:start + BULK]))).all())
+    for asset_id, path, embedded in new:
+        context = None
+        if rows:
+            names, keys = {fold(str(path))}, set(match_keys(str(path)))
+            context = merge(ordered([row for row in rows if names_the_image(row, asset_id, names, keys)]))
+        for text, source in ((context.alt_text if context else None, context.alt_text_source if context else None),
+                             (embedded, "xmp")):
+            if text and import_human(session, asset_id, "alt_text", text, source=source or "import",
+                                     alt_text_limit=settings.alt_text_limit) is not None:
+                break
+
+
 def mark_missing(engine: Engine, root: Path, seen: set[str] | None = None) -> int:
     """Flag paths under `root` whose files are gone; an asset with no live path is marked
     missing (its captions and reviews are kept). Returns how many paths went missing."""
@@ -484,7 +695,9 @@ def _scan_folder(engine: Engine, root: Path, settings: Settings, report: ScanRep
     """`scan` of one folder `root` (absolute). One query loads what the store knows of every live
     path below it; each walked file whose size and mtime still match (and whose picture id is
     known) is unchanged at the cost of one stat, its `last_seen` refreshed in bulk at the end;
-    only the others go through `register_file`. The paths the walk did not see are then checked
+    paths new to the store are registered `BULK` at a time by `register_new` (a few statements
+    and one transaction per chunk); only the others go through `register_file`, as do the files
+    `register_new` leaves (a path it saw go missing, bytes it knows). The paths the walk did not see are then checked
     for `mark_missing`, and the sidecars of folders that have any are read. Returns False when
     `stop` cut the walk short (nothing is marked missing then)."""
     from catalogcap.products.sidecar import SUFFIX, sidecar_keys, sync_images
@@ -508,6 +721,32 @@ def _scan_folder(engine: Engine, root: Path, settings: Settings, report: ScanRep
 
     def report_error(exc: OSError) -> None:
         unreadable(Path(exc.filename or root), exc)
+
+    pending: list[tuple[str, bool]] = []  # paths new to the store (and whether sidecars may name them)
+
+    def register_pending() -> bool:
+        """The new files walked so far, registered in bulk (the few it leaves, one by one);
+        False when `stop` cut the one-by-one part short."""
+        chunk = pending[:]
+        pending.clear()
+        done, finished = 0, True
+        for (path_name, with_sidecars), item in zip(chunk, register_new(engine, [Path(p) for p, _ in chunk],
+                                                                         settings)):
+            if item is None:
+                if stop is not None and stop.is_set():
+                    finished = False
+                    break
+                item = register_file(engine, Path(path_name), settings)
+            report.add(item)
+            if with_sidecars and item.asset_id is not None and item.outcome not in ("rejected", "vanished"):
+                registered.append((item.path, item.asset_id))
+            if progress is not None:
+                progress(item)
+            done += 1
+        report.found += done
+        if advance is not None and done:
+            advance(done)
+        return finished
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=report_error):
         if stop is not None and stop.is_set():
@@ -543,6 +782,12 @@ def _scan_folder(engine: Engine, root: Path, settings: Settings, report: ScanRep
             if stop is not None and stop.is_set():
                 stopped = True
                 break
+            if row is None:  # a path new to the store (or one it saw go missing): in bulk
+                pending.append((path_name, sidecars))
+                if len(pending) >= BULK and not register_pending():
+                    stopped = True
+                    break
+                continue
             item = register_file(engine, Path(path_name), settings)
             report.add(item)
             if sidecars and item.asset_id is not None and item.outcome not in ("rejected", "vanished"):
@@ -555,6 +800,8 @@ def _scan_folder(engine: Engine, root: Path, settings: Settings, report: ScanRep
             advance(done)
         if stopped:
             break
+    if not stopped and pending and not register_pending():
+        stopped = True
     report.found += found
     report.outcomes["unchanged"] += unchanged
     _touch(engine, still)

@@ -17,6 +17,8 @@ CAPTION_STATES = ("pending", "accepted", "edited", "rejected", "superseded")
 PRODUCT_FIELDS = ("title", "brand", "category", "sku", "color", "material")  # named columns of `products`
 JOB_STATES = ("pending", "running", "done", "failed")
 KINDS = ("alt_text", "description")
+# indexes a migration makes on one backend only, not on the models: name -> dialect
+DIALECT_INDEXES = {"ix_asset_paths_path_pattern": "postgresql"}  # 0010: LIKE 'folder/%' under any collation
 
 
 def utcnow() -> datetime:
