@@ -155,7 +155,7 @@ def test_concurrent_promotions_leave_one_active_adapter(home: Path, engine, sett
         start = threading.Barrier(2)
         errors: list[BaseException] = []
 
-        def promote(adapter_id: str) -> None:
+        def promote(adapter_id: str, start: threading.Barrier = start, errors: list = errors) -> None:
             try:
                 start.wait(10)
                 registry.promote(engine, adapter_id, reason="race")

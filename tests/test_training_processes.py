@@ -277,7 +277,7 @@ def test_how_many_processes_a_machine_gets(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert resolve_processes(settings(0)) == 4 and resolve_processes(settings(2)) == 2
-    with pytest.raises(CatalogcapError, match="training.processes is 8 but this machine has 4 GPU"):
+    with pytest.raises(CatalogcapError, match=r"training\.processes is 8 but this machine has 4 GPU"):
         resolve_processes(settings(8))
     assert resolve_processes(settings(8, device="cpu")) == 8  # told to train on CPU: no GPU limit
     command = launch_command(tmp_path / "processes.json", 2, cpu=True)

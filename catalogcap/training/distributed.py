@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(Path(args[0]).read_text(encoding="utf-8"))
     _follow_parent(int(spec["parent"]))
     settings = Settings.model_validate(spec["settings"])
-    logging.basicConfig(level=settings.log_level, format=f"rank %(process)d %(levelname)s %(name)s: %(message)s",
+    logging.basicConfig(level=settings.log_level, format="rank %(process)d %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     # collectives wait while rank 0 alone scores the dev split or writes checkpoints: be patient
     patience = timedelta(minutes=max(30.0, settings.training.max_minutes))

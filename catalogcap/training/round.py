@@ -196,9 +196,9 @@ def _settings_of(run: TrainingRun, settings: Settings) -> Settings:
 def _train_and_gate(engine, settings, run, run_dir, data, current, result, *, resume, on_step) -> None:
     from catalogcap.captioner.generate import Captioner
     from catalogcap.captioner.model import load_model
+    from catalogcap.training.distributed import resolve_processes, train_in_processes
     from catalogcap.training.evaluate import evaluate, paired_interval
     from catalogcap.training.facts import FactVocabulary
-    from catalogcap.training.distributed import resolve_processes, train_in_processes
     from catalogcap.training.trainer import train
 
     cfg = settings.training
@@ -247,8 +247,8 @@ def _train_and_gate(engine, settings, run, run_dir, data, current, result, *, re
               "processes": trained.processes,
               "samples_per_second": round(trained.samples_per_second, 1),
               "seconds": round(time.monotonic() - started, 1)}
-    result.extra.update(processes=trained.processes, gate_interval=[low, high], gate=metric, margin=margin, checks=verdict.checks,
-                        policy=policy, fact_kinds=vocabulary.to_json())
+    result.extra.update(processes=trained.processes, gate_interval=[low, high], gate=metric, margin=margin,
+                        checks=verdict.checks, policy=policy, fact_kinds=vocabulary.to_json())
     metrics = {"candidate": result.candidate, "active": result.active, "gate": metric, "margin": margin,
                "gate_interval": [low, high], "checks": verdict.checks, "fact_vocabulary": vocabulary.to_json(),
                "train": {"steps": trained.steps, "final_loss": trained.final_loss, "lr": trained.lr,
