@@ -670,13 +670,8 @@ def scan(engine: Engine, roots: Iterable[Path], settings: Settings, progress=Non
         for path in iter_images(root, settings, unreadable):  # a file named by itself
             if stop is not None and stop.is_set():
                 return report
-            item = register_file(engine, path, settings)
             report.found += 1
-            report.add(item)
-            if item.asset_id is not None and item.outcome not in ("rejected", "vanished"):
-                registered.append((item.path, item.asset_id))
-            if progress is not None:
-                progress(item)
+            _record(report, registered, register_file(engine, path, settings), progress)
             if advance is not None:
                 advance(1)
         from catalogcap.products.sidecar import sync_images
@@ -737,11 +732,7 @@ def _scan_folder(engine: Engine, root: Path, settings: Settings, report: ScanRep
                     finished = False
                     break
                 item = register_file(engine, Path(path_name), settings)
-            report.add(item)
-            if with_sidecars and item.asset_id is not None and item.outcome not in ("rejected", "vanished"):
-                registered.append((item.path, item.asset_id))
-            if progress is not None:
-                progress(item)
+            _record(report, registered, item, progress, sidecars=with_sidecars)
             done += 1
         report.found += done
         if advance is not None and done:
@@ -788,12 +779,8 @@ def _scan_folder(engine: Engine, root: Path, settings: Settings, report: ScanRep
                     stopped = True
                     break
                 continue
-            item = register_file(engine, Path(path_name), settings)
-            report.add(item)
-            if sidecars and item.asset_id is not None and item.outcome not in ("rejected", "vanished"):
-                registered.append((item.path, item.asset_id))
-            if progress is not None:
-                progress(item)
+            _record(report, registered, register_file(engine, Path(path_name), settings), progress,
+                    sidecars=sidecars)
             done += 1
         found += done
         if advance is not None and done:
@@ -811,6 +798,17 @@ def _scan_folder(engine: Engine, root: Path, settings: Settings, report: ScanRep
     # live paths below `root` the walk did not see: gone, or not (an unreadable folder, now ignored)
     report.missing += _mark_gone(engine, [(row[0], path, row[3]) for path, row in known.items()])
     return True
+
+
+def _record(report: ScanReport, registered: list[tuple[Path, int]], item: Registered, progress, *,
+            sidecars: bool = True) -> None:
+    """One file's registration: counted in `report`, its sidecar read after the walk (when it got
+    an asset and its folder may have sidecars), shown through `progress`."""
+    report.add(item)
+    if sidecars and item.asset_id is not None and item.outcome not in ("rejected", "vanished"):
+        registered.append((item.path, item.asset_id))
+    if progress is not None:
+        progress(item)
 
 
 def _touch(engine: Engine, path_ids: list[int]) -> None:

@@ -97,26 +97,15 @@ class Server:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://{self.role}@/{database}?host={self.socket}"
 
-    def create_database(self, prefix: str = "t") -> str:
-        """A fresh empty database; returns its URL."""
+    def create_database(self, prefix: str = "t", template: str | None = None) -> str:
+        """A fresh database, empty or a copy of the one the URL `template` names (CREATE DATABASE
+        ... TEMPLATE, a file copy: nothing may be connected to the source); returns its URL."""
         name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        copy = f' TEMPLATE "{sa.engine.make_url(template).database}"' if template else ""
         admin = sa.create_engine(self.url(), isolation_level="AUTOCOMMIT")
         try:
             with admin.connect() as conn:
-                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        finally:
-            admin.dispose()
-        return self.url(name)
-
-    def clone_database(self, url: str, prefix: str = "t") -> str:
-        """A fresh database holding a copy of the one `url` names (CREATE DATABASE ... TEMPLATE,
-        a file copy: nothing may be connected to the source); returns its URL."""
-        source = sa.engine.make_url(url).database
-        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-        admin = sa.create_engine(self.url(), isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"{copy}')
         finally:
             admin.dispose()
         return self.url(name)

@@ -101,7 +101,7 @@ def _copy_home(src: Path, dest: Path, monkeypatch, database_url: str | None = No
     shutil.copytree(src, dest)
     monkeypatch.setenv("CATALOGCAP_HOME", str(dest))
     if database_url is not None:
-        monkeypatch.setenv("CATALOGCAP_DATABASE_URL", pg_server.clone_database(database_url))
+        monkeypatch.setenv("CATALOGCAP_DATABASE_URL", pg_server.create_database(template=database_url))
     settings = load_settings()
     return settings, create_store_engine(settings.db_url)
 

@@ -46,6 +46,13 @@ RESULT = "trained.json"
 LOG = "processes.log"
 
 
+def _on_gpus(settings: Settings) -> bool:
+    """Whether the round trains on CUDA GPUs (else on the CPU)."""
+    import torch
+
+    return torch.cuda.is_available() and settings.device in ("auto", "cuda")
+
+
 def resolve_processes(settings: Settings) -> int:
     """How many training processes `training.processes` asks for on this machine (0: one per GPU)."""
     wanted = settings.training.processes
@@ -53,7 +60,7 @@ def resolve_processes(settings: Settings) -> int:
         return 1
     import torch
 
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() and settings.device in ("auto", "cuda") else 0
+    gpus = torch.cuda.device_count() if _on_gpus(settings) else 0
     if wanted == 0:
         return max(1, gpus)
     if gpus and wanted > gpus:
@@ -75,11 +82,9 @@ def train_in_processes(settings: Settings, run_dir: Path, examples: list[Example
                        prompts: dict[str, str] | ExamplePrompts, *, processes: int, resume: bool,
                        deadline: float | None, on_step: Callable[[int, int, float], None] | None = None) -> Any:
     """Run the trainer in `processes` ranks; the `TrainResult` rank 0 wrote."""
-    import torch
-
     from catalogcap.training.trainer import TrainResult
 
-    cpu = not (torch.cuda.is_available() and settings.device in ("auto", "cuda"))
+    cpu = not _on_gpus(settings)
     spec = run_dir / SPEC
     spec.write_text(json.dumps({
         "run_dir": str(run_dir),

@@ -196,7 +196,7 @@ def _settings_of(run: TrainingRun, settings: Settings) -> Settings:
 def _train_and_gate(engine, settings, run, run_dir, data, current, result, *, resume, on_step) -> None:
     from catalogcap.captioner.generate import Captioner
     from catalogcap.captioner.model import load_model
-    from catalogcap.training.distributed import resolve_processes, train_in_processes
+    from catalogcap.training.distributed import train_in_processes
     from catalogcap.training.evaluate import evaluate, paired_interval
     from catalogcap.training.facts import FactVocabulary
     from catalogcap.training.trainer import train
@@ -207,7 +207,7 @@ def _train_and_gate(engine, settings, run, run_dir, data, current, result, *, re
     deadline = started + cfg.max_minutes * 60 * 0.75
 
     prompts = example_prompts(engine, settings, data)
-    processes = resolve_processes(settings)
+    processes = result.extra["processes"]  # resolve_processes, when the round began
     if processes > 1:  # the ranks train; this process keeps the round (store, evaluation, gate)
         trained = train_in_processes(settings, run_dir, data.train, prompts, processes=processes, resume=resume,
                                      deadline=deadline, on_step=on_step)
